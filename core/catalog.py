@@ -1,0 +1,344 @@
+"""The catalog: what each clip is, where it lives, its segments' vector ids, its tags, and files that failed.
+
+One class speaks to SQLite (through sqlite-utils) and MySQL/MariaDB (through PyMySQL); the SQL is written
+once with ``?`` placeholders and every value is a parameter. Open one with ``open_catalog(url)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+
+from .errors import ClipNotFound
+
+READY, PENDING, DELETING = "ready", "pending", "deleting"
+SEGMENT_ID_BITS = 20  # vector_id = clip_id << 20 | seq: ids derived from the catalog, a million segments a clip
+MAX_SEGMENTS = 1 << SEGMENT_ID_BITS
+
+
+def vector_id(clip_id: int, seq: int) -> int:
+    return (clip_id << SEGMENT_ID_BITS) | seq
+
+
+def clip_of_vector(vid: int) -> int:
+    return vid >> SEGMENT_ID_BITS
+
+
+@dataclasses.dataclass(frozen=True)
+class Collection:
+    id: int
+    name: str
+    model: str
+    model_version: str
+    dim: int
+    sample_rate: int
+    window_s: float
+    hop_s: float
+
+    @property
+    def identity(self) -> str:
+        return f"{self.model} v{self.model_version} ({self.dim}-d)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    id: int
+    path: str
+    path_key: str
+    path_raw: bytes | None
+    content_hash: str | None
+    status: str
+    duration_s: float | None
+    sample_rate: int | None
+    channels: int | None
+    format: str | None
+    size: int | None
+    mtime: float | None
+    segment_count: int | None
+    added_at: str
+    updated_at: str
+
+
+    @property
+    def fs_path(self) -> str:
+        """The real path as the OS wants it (the display ``path`` may have escaped non-UTF-8 bytes)."""
+        return os.fsdecode(bytes(self.path_raw)) if self.path_raw else self.path
+
+
+CLIP_COLUMNS = [f.name for f in dataclasses.fields(Clip)]
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class Catalog:
+    """Dialect-neutral catalog operations. Subclasses supply ``_execute``, ``transaction`` and ``close``."""
+
+    url: str
+
+    # -- dialect hooks -------------------------------------------------------------------------
+    def _execute(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _executemany(self, sql: str, rows: list[Sequence]) -> None:
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def reopen(self) -> Catalog:
+        """A second connection to the same catalog, for another thread."""
+        raise NotImplementedError
+
+    _depth = 0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all; nested calls join the outer transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._begin()
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._rollback()
+            raise
+        else:
+            self._commit()
+        finally:
+            self._depth = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- meta and collection -------------------------------------------------------------------
+    def meta(self, name: str) -> str | None:
+        rows = self._execute("SELECT value FROM audiosim_meta WHERE name = ?", [name])
+        return rows[0][0] if rows else None
+
+    def catalog_id(self) -> str:
+        """A random id given to this catalog once: Milvus collection names carry it, so two catalogs on one
+        Milvus server never share (or repair away) each other's vectors."""
+        with self.transaction():
+            found = self.meta("catalog_id")
+            if found is None:
+                found = secrets.token_hex(4)
+                self._execute("INSERT INTO audiosim_meta (name, value) VALUES (?, ?)", ["catalog_id", found])
+        return found
+
+    def collection(self) -> Collection | None:
+        rows = self._execute(
+            "SELECT id, name, model, model_version, dim, sample_rate, window_s, hop_s FROM collections ORDER BY id"
+        )
+        return Collection(*rows[0]) if rows else None
+
+    def bind_collection(self, name, model, model_version, dim, sample_rate, window_s, hop_s) -> Collection:
+        with self.transaction():
+            if self.collection() is None:
+                self._execute(
+                    "INSERT INTO collections (name, model, model_version, dim, sample_rate, window_s, hop_s, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [name, model, model_version, dim, sample_rate, window_s, hop_s, now()],
+                )
+        return self.collection()
+
+    # -- clips ---------------------------------------------------------------------------------
+    def _clips(self, where: str, params: Sequence = ()) -> list[Clip]:
+        rows = self._execute(f"SELECT {', '.join(CLIP_COLUMNS)} FROM clips WHERE {where}", params)
+        return [Clip(*row) for row in rows]
+
+    def clip(self, clip_id: int) -> Clip:
+        found = self._clips("id = ?", [clip_id])
+        if not found or found[0].status != READY:
+            raise ClipNotFound(f"No clip with id {clip_id} in the catalog")
+        return found[0]
+
+    def clip_by_path_key(self, path_key: str) -> Clip | None:
+        found = self._clips("path_key = ?", [path_key])
+        return found[0] if found else None
+
+    def clips_by_hash(self, content_hash: str) -> list[Clip]:
+        return self._clips("content_hash = ? AND status = ? ORDER BY id", [content_hash, READY])
+
+    def clips_by_ids(self, ids: Iterable[int]) -> dict[int, Clip]:
+        ids = list(ids)
+        found: dict[int, Clip] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for clip in self._clips(f"id IN ({marks}) AND status = ?", [*chunk, READY]):
+                found[clip.id] = clip
+        return found
+
+    def clips_with_status(self, status: str) -> list[Clip]:
+        return self._clips("status = ? ORDER BY id", [status])
+
+    def ready_clip_ids(self) -> list[int]:
+        return [row[0] for row in self._execute("SELECT id FROM clips WHERE status = ? ORDER BY id", [READY])]
+
+    def clips_under(self, path_prefix: str) -> list[Clip]:
+        # Compare prefixes in Python: LIKE would treat % and _ in real file names as wildcards.
+        rows = self._clips("status = ? ORDER BY id", [READY])
+        return [c for c in rows if c.path == path_prefix or c.path.startswith(path_prefix.rstrip("/") + "/")]
+
+    def begin_clip(self, path: str, path_key: str, path_raw: bytes, **fields) -> int:
+        """Insert or reset a clip as pending (its old segments and tags removed); return its id."""
+        stamp = now()
+        with self.transaction():
+            existing = self._execute("SELECT id FROM clips WHERE path_key = ?", [path_key])
+            columns = ["path", "path_raw", "status", "updated_at", *fields]
+            values = [path, path_raw, PENDING, stamp, *fields.values()]
+            if existing:
+                clip_id = existing[0][0]
+                assignments = ", ".join(f"{c} = ?" for c in columns)
+                self._execute(f"UPDATE clips SET {assignments} WHERE id = ?", [*values, clip_id])
+                self._execute("DELETE FROM segments WHERE clip_id = ?", [clip_id])
+                self._execute("DELETE FROM tags WHERE clip_id = ?", [clip_id])
+            else:
+                columns += ["path_key", "added_at"]
+                values += [path_key, stamp]
+                marks = ", ".join("?" * len(columns))
+                clip_id = self._insert(f"INSERT INTO clips ({', '.join(columns)}) VALUES ({marks})", values)
+        return clip_id
+
+    def _insert(self, sql: str, params: Sequence) -> int:
+        raise NotImplementedError
+
+    def finish_clip(self, clip_id: int, segments: list[tuple[float, float]], tags: list[tuple[str, float]], **fields):
+        """Record segments and tags and mark the clip ready, in one transaction (after its vectors are stored)."""
+        with self.transaction():
+            self._execute("DELETE FROM segments WHERE clip_id = ?", [clip_id])
+            self._execute("DELETE FROM tags WHERE clip_id = ?", [clip_id])
+            self._executemany(
+                "INSERT INTO segments (vector_id, clip_id, seq, start_s, end_s) VALUES (?, ?, ?, ?, ?)",
+                [(vector_id(clip_id, i), clip_id, i, s, e) for i, (s, e) in enumerate(segments)],
+            )
+            self._executemany(
+                "INSERT INTO tags (clip_id, tag, score, tag_rank) VALUES (?, ?, ?, ?)",
+                [(clip_id, tag, float(score), rank) for rank, (tag, score) in enumerate(tags, 1)],
+            )
+            columns = {**fields, "segment_count": len(segments), "status": READY, "updated_at": now()}
+            assignments = ", ".join(f"{c} = ?" for c in columns)
+            self._execute(f"UPDATE clips SET {assignments} WHERE id = ?", [*columns.values(), clip_id])
+
+    def move_clip(self, clip_id: int, path: str, path_key: str, path_raw: bytes, mtime: float) -> None:
+        with self.transaction():
+            self._execute(
+                "UPDATE clips SET path = ?, path_key = ?, path_raw = ?, mtime = ?, updated_at = ? WHERE id = ?",
+                [path, path_key, path_raw, mtime, now(), clip_id],
+            )
+
+    def touch_clip(self, clip_id: int, mtime: float) -> None:
+        with self.transaction():
+            self._execute("UPDATE clips SET mtime = ? WHERE id = ?", [mtime, clip_id])
+
+    def set_status(self, clip_id: int, status: str) -> None:
+        with self.transaction():
+            self._execute("UPDATE clips SET status = ?, updated_at = ? WHERE id = ?", [status, now(), clip_id])
+
+    def delete_clip(self, clip_id: int) -> None:
+        with self.transaction():
+            for table, column in (("segments", "clip_id"), ("tags", "clip_id"), ("clips", "id")):
+                self._execute(f"DELETE FROM {table} WHERE {column} = ?", [clip_id])
+
+    # -- segments and tags ---------------------------------------------------------------------
+    def segments(self, clip_id: int) -> list[tuple[int, float, float]]:
+        return [
+            tuple(row)
+            for row in self._execute(
+                "SELECT vector_id, start_s, end_s FROM segments WHERE clip_id = ? ORDER BY seq", [clip_id]
+            )
+        ]
+
+    def segment_starts(self, vector_ids: Iterable[int]) -> dict[int, tuple[float, float]]:
+        ids = list(vector_ids)
+        found = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            for vid, start, end in self._execute(
+                f"SELECT vector_id, start_s, end_s FROM segments WHERE vector_id IN ({marks})", chunk
+            ):
+                found[vid] = (start, end)
+        return found
+
+    def ready_vector_counts(self) -> dict[int, int]:
+        """clip id -> number of segments, for every ready clip."""
+        rows = self._execute(
+            "SELECT clips.id, COUNT(segments.vector_id) FROM clips LEFT JOIN segments ON segments.clip_id = clips.id "
+            "WHERE clips.status = ? GROUP BY clips.id",
+            [READY],
+        )
+        return {clip_id: count for clip_id, count in rows}
+
+    def tags(self, clip_id: int) -> list[tuple[str, float]]:
+        rows = self._execute("SELECT tag, score FROM tags WHERE clip_id = ? ORDER BY tag_rank", [clip_id])
+        return [(tag, score) for tag, score in rows]
+
+    # -- failures ------------------------------------------------------------------------------
+    def record_failure(self, path: str, path_key: str, error: str, size: int | None, mtime: float | None) -> None:
+        with self.transaction():
+            self._execute("DELETE FROM failures WHERE path_key = ?", [path_key])
+            self._execute(
+                "INSERT INTO failures (path_key, path, error, size, mtime, failed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [path_key, path, error, size, mtime, now()],
+            )
+
+    def clear_failure(self, path_key: str) -> None:
+        with self.transaction():
+            self._execute("DELETE FROM failures WHERE path_key = ?", [path_key])
+
+    def failures(self) -> list[tuple[str, str]]:
+        return [(p, e) for p, e in self._execute("SELECT path, error FROM failures ORDER BY path")]
+
+    # -- summary -------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        def scalar(sql, params=()):
+            return self._execute(sql, params)[0][0] or 0
+
+        return {
+            "clips": scalar("SELECT COUNT(*) FROM clips WHERE status = ?", [READY]),
+            "pending": scalar("SELECT COUNT(*) FROM clips WHERE status <> ?", [READY]),
+            "segments": scalar(
+                "SELECT COUNT(*) FROM segments JOIN clips ON clips.id = segments.clip_id WHERE clips.status = ?",
+                [READY],
+            ),
+            "duration_s": float(scalar("SELECT SUM(duration_s) FROM clips WHERE status = ?", [READY])),
+            "failures": scalar("SELECT COUNT(*) FROM failures"),
+            "tags": scalar("SELECT COUNT(DISTINCT tag) FROM tags"),
+        }
+
+
+def open_catalog(url: str) -> Catalog:
+    """A SQLite path, or ``mysql://user:password@host:port/database``."""
+    from .settings import is_mysql_url
+
+    if is_mysql_url(url):
+        from .catalog_mysql import MySQLCatalog
+
+        return MySQLCatalog(url)
+    from .catalog_sqlite import SQLiteCatalog
+
+    return SQLiteCatalog(url)

@@ -1,0 +1,59 @@
+"""The PANNs Cnn14 architecture (Kong et al. 2020), state-dict compatible with the official ``Cnn14_mAP=0.431.pth``.
+
+Defined here rather than imported from panns_inference because importing that package runs a ``wget`` of
+the label list; tests check that our parameter names and shapes equal panns_inference's own Cnn14.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SAMPLE_RATE, WINDOW_SIZE, HOP_SIZE, MEL_BINS, FMIN, FMAX, CLASSES = 32000, 1024, 320, 64, 50, 14000, 527
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x, pool_size=(2, 2)):
+        x = F.relu_(self.bn1(self.conv1(x)))
+        x = F.relu_(self.bn2(self.conv2(x)))
+        return F.avg_pool2d(x, kernel_size=pool_size)
+
+
+class Cnn14(nn.Module):
+    def __init__(self):
+        super().__init__()
+        # torchlibrosa is panns_inference's own front end; using it keeps the checkpoint keys identical.
+        from torchlibrosa.stft import LogmelFilterBank, Spectrogram
+
+        self.spectrogram_extractor = Spectrogram(
+            n_fft=WINDOW_SIZE, hop_length=HOP_SIZE, win_length=WINDOW_SIZE, window="hann",
+            center=True, pad_mode="reflect", freeze_parameters=True,
+        )
+        self.logmel_extractor = LogmelFilterBank(
+            sr=SAMPLE_RATE, n_fft=WINDOW_SIZE, n_mels=MEL_BINS, fmin=FMIN, fmax=FMAX,
+            ref=1.0, amin=1e-10, top_db=None, freeze_parameters=True,
+        )
+        self.bn0 = nn.BatchNorm2d(MEL_BINS)
+        widths = [1, 64, 128, 256, 512, 1024, 2048]
+        for i in range(6):
+            setattr(self, f"conv_block{i + 1}", ConvBlock(widths[i], widths[i + 1]))
+        self.fc1 = nn.Linear(2048, 2048, bias=True)
+        self.fc_audioset = nn.Linear(2048, CLASSES, bias=True)
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, samples) at 32 kHz -> (2048-d embeddings, 527 AudioSet class probabilities)."""
+        x = self.logmel_extractor(self.spectrogram_extractor(waveform))  # (batch, 1, frames, mels)
+        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        for i in range(1, 7):
+            x = getattr(self, f"conv_block{i}")(x, pool_size=(2, 2) if i < 6 else (1, 1))
+        x = torch.mean(x, dim=3)
+        x = torch.amax(x, dim=2) + torch.mean(x, dim=2)
+        embedding = F.relu_(self.fc1(x))
+        return embedding, torch.sigmoid(self.fc_audioset(embedding))

@@ -1,0 +1,272 @@
+"""Indexing: decide what each file needs, decode and embed it, then write vectors and catalog rows in crash-safe order.
+
+A reader thread stats, hashes and decodes files and cuts them into windows, packing windows of several
+small files into one batch, while the calling thread runs the model and writes. Per clip, writes go:
+catalog row marked *pending* -> old vectors deleted -> new vectors upserted (ids derived from the clip id)
+-> segments, tags and *ready* in one catalog transaction. A crash anywhere leaves a pending clip (or none),
+which the next run re-does from scratch; upserts by derived id make the redo idempotent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from .catalog import DELETING, MAX_SEGMENTS, PENDING, READY, Catalog, Clip, vector_id
+from .decode import display_path, probe, read_blocks
+from .embedders import Embedder
+from .errors import AudioSimError, DecodeError
+from .scan import audio_files, content_hash, path_key
+from .segments import cut_windows
+from .vectors import VectorStore
+
+TOP_TAGS = 5
+
+
+@dataclasses.dataclass
+class IndexReport:
+    indexed: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)  # unchanged since the last run
+    moved: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (from, to), identity kept
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (path, reason)
+    segments: int = 0
+    audio_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclasses.dataclass
+class _Job:
+    """One file's outcome, decided by the reader and carried out by the writer, in scan order."""
+
+    action: str  # "embed", "skip", "touch", "move" or "fail"
+    path: str
+    key: str
+    size: int | None = None
+    mtime: float | None = None
+    content_hash: str | None = None
+    existing: Clip | None = None
+    starts: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    vectors: list[np.ndarray] = dataclasses.field(default_factory=list)
+    scores: list[np.ndarray] = dataclasses.field(default_factory=list)
+    error: str | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _Batch:
+    windows: list  # (job, Window)
+    finished: list  # jobs whose every window is in this batch or an earlier one
+
+
+_DONE = object()
+
+
+class Indexer:
+    def __init__(self, catalog: Catalog, store: VectorStore, collection_name: str, embedder: Embedder):
+        self.catalog, self.store, self.collection, self.embedder = catalog, store, collection_name, embedder
+
+    def run(self, paths: Iterable[str], progress: Callable[[str], None] | None = None) -> IndexReport:
+        report = IndexReport()
+        self._finish_interrupted_deletes()
+        scan_problems: list[tuple[str, str]] = []
+        files = list(audio_files(paths, scan_problems))
+        known = set(files)
+        # Clips a crashed run left pending are redone even if this run was pointed elsewhere.
+        for clip in self.catalog.clips_with_status(PENDING):
+            if not os.path.exists(clip.fs_path):
+                self._delete_clip(clip.id)
+            elif clip.fs_path not in known:
+                files.append(clip.fs_path)
+        report.failed.extend(scan_problems)
+        batches: queue.Queue = queue.Queue(maxsize=4)
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=self._read, args=(files, batches, stop), name="audiosim-reader", daemon=True
+        )
+        reader.start()
+        try:
+            while (batch := batches.get()) is not _DONE:
+                if isinstance(batch, BaseException):
+                    raise batch
+                self._embed(batch)
+                for job in batch.finished:
+                    self._write(job, report)
+                    if progress:
+                        progress(display_path(job.path))
+        finally:
+            stop.set()
+            while reader.is_alive():  # unblock a reader waiting on a full queue
+                try:
+                    batches.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+        return report
+
+    # -- reader thread -------------------------------------------------------------------------
+    def _read(self, files, batches, stop):
+        try:
+            # The reader only reads the catalog, through its own connection; every write is the writer's.
+            with self.catalog.reopen() as catalog:
+                self._read_files(catalog, files, batches, stop)
+        except BaseException as e:  # hand any surprise to the writer thread, which re-raises it
+            batches.put(e)
+
+    def _read_files(self, catalog, files, batches, stop):
+        pending: list = []
+        finished: list = []
+        moved_twins: set[int] = set()
+        for path in files:
+            if stop.is_set():
+                return
+            job = self._plan(catalog, path, moved_twins)
+            if job.action != "embed":
+                finished.append(job)
+                if len(finished) >= 64:  # keep progress moving through long runs of unchanged files
+                    batches.put(_Batch(pending, finished))
+                    pending, finished = [], []
+                continue
+            try:
+                for window in self._windows(job):
+                    pending.append((job, window))
+                    if len(pending) >= self.embedder.batch_size:
+                        batches.put(_Batch(pending, finished))
+                        pending, finished = [], []
+                        if stop.is_set():
+                            return
+            except (AudioSimError, OSError, MemoryError, ValueError) as e:
+                job.error = _reason(e)
+            finished.append(job)
+        batches.put(_Batch(pending, finished))
+        batches.put(_DONE)
+
+    def _plan(self, catalog: Catalog, path: str, moved_twins: set[int]) -> _Job:
+        """Decide what a file needs: nothing (unchanged), a move (same content, old path gone), or embedding."""
+        key = path_key(path)
+        try:
+            st = os.stat(path)
+            existing = catalog.clip_by_path_key(key)
+            job = _Job("embed", path, key, st.st_size, st.st_mtime, existing=existing)
+            if existing and existing.status == READY and existing.size == st.st_size and existing.mtime == st.st_mtime:
+                job.action = "skip"
+                return job
+            job.content_hash = content_hash(path)
+        except OSError as e:
+            return _Job("fail", path, key, error=_reason(e))
+        if existing and existing.status == READY and existing.content_hash == job.content_hash:
+            job.action = "touch"  # touched but identical
+        elif existing is None:
+            for twin in catalog.clips_by_hash(job.content_hash):
+                if twin.id not in moved_twins and not os.path.exists(twin.fs_path):
+                    moved_twins.add(twin.id)
+                    job.action, job.existing = "move", twin
+                    break
+        return job
+
+    def _windows(self, job: _Job):
+        sr = self.embedder.sample_rate
+        try:
+            info = probe(job.path)
+            job.info = {"sample_rate": info.sample_rate, "channels": info.channels, "format": info.format}
+        except DecodeError:
+            job.info = {}
+        total = 0
+
+        def counted(blocks):
+            nonlocal total
+            for block in blocks:
+                total += len(block)
+                yield block
+
+        count = 0
+        for window in cut_windows(counted(read_blocks(job.path, sr)), sr, self.embedder.window_s, self.embedder.hop_s):
+            count += 1
+            if count > MAX_SEGMENTS:
+                raise DecodeError(f"{display_path(job.path)}: longer than {MAX_SEGMENTS} windows")
+            yield window
+        job.info["duration_s"] = total / sr
+
+    # -- writer (calling) thread ---------------------------------------------------------------
+    def _embed(self, batch: _Batch) -> None:
+        live = [(job, w) for job, w in batch.windows if job.error is None]
+        if not live:
+            return
+        out = self.embedder.embed([w.samples for _, w in live])
+        for i, (job, window) in enumerate(live):
+            job.starts.append((window.start_s, window.end_s))
+            job.vectors.append(out.vectors[i])
+            if out.class_scores is not None:
+                job.scores.append(out.class_scores[i])
+
+    def _write(self, job: _Job, report: IndexReport) -> None:
+        shown = display_path(job.path)
+        if job.action == "skip":
+            report.skipped.append(shown)
+            return
+        if job.action == "touch":
+            self.catalog.touch_clip(job.existing.id, job.mtime)
+            report.skipped.append(shown)
+            return
+        if job.action == "move":
+            self.catalog.move_clip(job.existing.id, shown, job.key, os.fsencode(job.path), job.mtime)
+            report.moved.append((job.existing.path, shown))
+            return
+        if job.error or not job.vectors:
+            reason = job.error or "no audio"
+            self.catalog.record_failure(shown, job.key, reason, job.size, job.mtime)
+            report.failed.append((shown, reason))
+            if job.existing:  # the file changed into something unreadable: its old entry is stale
+                self._delete_clip(job.existing.id)
+            return
+        fields = {
+            "content_hash": job.content_hash,
+            "size": job.size,
+            "mtime": job.mtime,
+            "duration_s": job.info.get("duration_s"),
+            "sample_rate": job.info.get("sample_rate"),
+            "channels": job.info.get("channels"),
+            "format": job.info.get("format"),
+        }
+        collection_id = self.catalog.collection().id
+        clip_id = self.catalog.begin_clip(shown, job.key, os.fsencode(job.path), collection_id=collection_id)
+        if job.existing:
+            self.store.delete_clips(self.collection, [clip_id])
+        ids = [vector_id(clip_id, i) for i in range(len(job.vectors))]
+        self.store.upsert(self.collection, ids, [clip_id] * len(ids), [s for s, _ in job.starts], job.vectors)
+        self.catalog.finish_clip(clip_id, job.starts, self._tags(job), **fields)
+        self.catalog.clear_failure(job.key)
+        report.indexed.append(shown)
+        report.segments += len(ids)
+        report.audio_s += fields["duration_s"] or 0.0
+
+    def _tags(self, job: _Job) -> list[tuple[str, float]]:
+        labels = self.embedder.labels
+        if not labels or not job.scores:
+            return []
+        clip_scores = np.max(np.stack(job.scores), axis=0)  # a tag holds if any moment of the clip shows it
+        top = np.argsort(-clip_scores)[:TOP_TAGS]
+        return [(labels[i], round(float(clip_scores[i]), 4)) for i in top]
+
+    # -- deletes -------------------------------------------------------------------------------
+    def _delete_clip(self, clip_id: int) -> None:
+        self.catalog.set_status(clip_id, DELETING)
+        self.store.delete_clips(self.collection, [clip_id])
+        self.catalog.delete_clip(clip_id)
+
+    def _finish_interrupted_deletes(self) -> None:
+        for clip in self.catalog.clips_with_status(DELETING):
+            self._delete_clip(clip.id)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        return f"cannot read ({e.strerror or e})"
+    if isinstance(e, MemoryError):
+        return "out of memory while decoding"
+    return str(e)

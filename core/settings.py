@@ -1,0 +1,37 @@
+"""Explicit settings for the core. Adapters and the CLI build them; the core never reads the environment."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+DEFAULT_CATALOG = "audiosim.db"
+
+
+def default_milvus_for(catalog: str) -> str:
+    """The embedded default: a Milvus Lite store beside a SQLite catalog (or in the working directory for MySQL)."""
+    if is_mysql_url(catalog):
+        return "audiosim-vectors.db"
+    path = Path(catalog)
+    return str(path.with_name(path.stem + "-vectors.db"))
+
+
+def is_mysql_url(catalog: str) -> bool:
+    return catalog.startswith(("mysql://", "mysql+pymysql://", "mariadb://"))
+
+
+def is_milvus_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    catalog: str = DEFAULT_CATALOG
+    milvus: str | None = None  # None: a Milvus Lite store beside the catalog
+    milvus_token: str | None = None
+    model: str | None = None  # None: the catalog's model, else the best usable one
+    model_dir: Path = dataclasses.field(default_factory=lambda: Path.home() / "panns_data")
+    batch_size: int = 16
+
+    @property
+    def milvus_uri(self) -> str:
+        return self.milvus or default_milvus_for(self.catalog)

@@ -1,0 +1,204 @@
+"""Segment vectors in Milvus through pymilvus' MilvusClient: Milvus Lite by path or a server by URI, same code.
+
+A collection holds one model's vectors. Each row is one segment: its id (derived from the catalog, never a
+Milvus auto id), its clip id (so a clip's vectors can be deleted or a search restricted to some clips), its
+start time, and the vector. Vectors are L2-normalised by the embedders and compared by cosine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from .errors import VectorStoreLocked, VectorStoreUnavailable
+from .settings import is_milvus_server
+
+INSERT_BATCH = 1000
+MAX_LIMIT = 16384  # Milvus' largest top-k
+HNSW = {"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 16, "efConstruction": 200}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    vector_id: int
+    clip_id: int
+    start_s: float
+    score: float
+
+
+class VectorStore:
+    def __init__(self, uri: str, token: str | None = None):
+        self.uri = uri
+        self.is_server = is_milvus_server(uri)
+        self._loaded: set[str] = set()
+        try:
+            from pymilvus import MilvusClient
+        except ImportError as e:
+            raise VectorStoreUnavailable("pymilvus is not installed: pip install pymilvus milvus-lite") from e
+        kwargs = {"uri": uri}
+        if token:
+            kwargs["token"] = token
+        if not self.is_server:
+            # milvus-lite serves gRPC in-process; pymilvus' 10 s keepalive pings kill long index builds there.
+            kwargs["grpc_options"] = {"grpc.keepalive_time_ms": 3_600_000}
+        else:
+            kwargs["timeout"] = 10
+        try:
+            self.client = MilvusClient(**kwargs)
+        except Exception as e:  # pymilvus raises MilvusException, ConnectionConfigException or plain errors
+            raise self._unavailable(e) from e
+
+    def _unavailable(self, e: Exception) -> VectorStoreUnavailable:
+        text = str(e)
+        if not self.is_server and ("lock" in text.lower() or "Open local milvus failed" in text):
+            return VectorStoreLocked(
+                f"The Milvus Lite store {self.uri} is open in another process (Milvus Lite allows one process "
+                "per store). Stop that process (another audiosim or a Datasette serving this catalog), or use a "
+                "Milvus server with --milvus http://HOST:19530 so several processes can share it."
+            )
+        where = "server" if self.is_server else "Milvus Lite store"
+        return VectorStoreUnavailable(f"Cannot use the Milvus {where} at {self.uri}: {_first_line(text)}")
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise self._unavailable(e) from e
+
+    # -- collections ---------------------------------------------------------------------------
+    def ensure_collection(self, name: str, dim: int) -> None:
+        """Create the collection with an explicit schema and an HNSW cosine index if it does not exist."""
+        from pymilvus import DataType
+
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", name):
+            raise ValueError(f"invalid collection name {name!r}")
+        if self._call(self.client.has_collection, name):
+            self._check_dim(name, dim)
+            return
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("clip_id", DataType.INT64)
+        schema.add_field("start_s", DataType.FLOAT)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="vector", index_name="vector", **HNSW)
+        # Strong consistency: what an index run wrote is searchable the moment it returns.
+        self._call(
+            self.client.create_collection, name, schema=schema, index_params=index, consistency_level="Strong"
+        )
+        self._loaded.add(name)
+
+    def _check_dim(self, name: str, dim: int) -> None:
+        info = self._call(self.client.describe_collection, name)
+        for field in info.get("fields", []):
+            if field.get("name") == "vector":
+                have = int(field.get("params", {}).get("dim", dim))
+                if have != dim:
+                    raise VectorStoreUnavailable(
+                        f"Milvus collection {name} holds {have}-d vectors, not {dim}-d: it belongs to another model"
+                    )
+
+    def _ensure_loaded(self, name: str) -> None:
+        # A reopened Milvus Lite store, or a restarted server, keeps collections released until loaded.
+        if name not in self._loaded:
+            self._call(self.client.load_collection, name)
+            self._loaded.add(name)
+
+    def has_collection(self, name: str) -> bool:
+        return bool(self._call(self.client.has_collection, name))
+
+    def drop_collection(self, name: str) -> None:
+        self._call(self.client.drop_collection, name)
+        self._loaded.discard(name)
+
+    # -- writes --------------------------------------------------------------------------------
+    def upsert(self, name: str, ids: Sequence[int], clip_ids: Sequence[int], starts: Sequence[float], vectors):
+        """Insert or replace rows by id: writing the same clip twice (a re-run after a crash) leaves one copy."""
+        self._ensure_loaded(name)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        for i in range(0, len(ids), INSERT_BATCH):
+            rows = [
+                {"id": int(ids[j]), "clip_id": int(clip_ids[j]), "start_s": float(starts[j]), "vector": vectors[j]}
+                for j in range(i, min(i + INSERT_BATCH, len(ids)))
+            ]
+            self._call(self.client.upsert, name, rows)
+
+    def delete_clips(self, name: str, clip_ids: Sequence[int]) -> None:
+        self._ensure_loaded(name)
+        for i in range(0, len(clip_ids), 1000):
+            chunk = ", ".join(str(int(c)) for c in clip_ids[i : i + 1000])
+            self._call(self.client.delete, name, filter=f"clip_id in [{chunk}]")
+
+    def delete_ids(self, name: str, ids: Sequence[int]) -> None:
+        self._ensure_loaded(name)
+        for i in range(0, len(ids), 1000):
+            self._call(self.client.delete, name, ids=[int(v) for v in ids[i : i + 1000]])
+
+    def flush(self, name: str) -> None:
+        self._call(self.client.flush, name)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def search(self, name: str, vectors, limit: int, clip_ids: Sequence[int] | None = None) -> list[list[Hit]]:
+        """The ``limit`` nearest segments for each query vector, best first."""
+        self._ensure_loaded(name)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        kwargs = {}
+        if clip_ids is not None:
+            kwargs["filter"] = f"clip_id in [{', '.join(str(int(c)) for c in clip_ids)}]"
+        results = self._call(
+            self.client.search,
+            name,
+            data=[v.tolist() for v in vectors],
+            limit=limit,
+            anns_field="vector",
+            output_fields=["clip_id", "start_s"],
+            # ef at least the limit, and generous: recall matters more than a millisecond here.
+            search_params={"metric_type": "COSINE", "params": {"ef": max(64, limit)}},
+            **kwargs,
+        )
+        return [
+            [Hit(int(h["id"]), int(h["entity"]["clip_id"]), float(h["entity"]["start_s"]), float(h["distance"]))
+             for h in hits]
+            for hits in results
+        ]
+
+    def vectors(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        self._ensure_loaded(name)
+        found = {}
+        for i in range(0, len(ids), 1000):
+            rows = self._call(self.client.get, name, ids=[int(v) for v in ids[i : i + 1000]], output_fields=["vector"])
+            for row in rows:
+                found[int(row["id"])] = np.asarray(row["vector"], dtype=np.float32)
+        return found
+
+    def iter_ids(self, name: str) -> Iterator[tuple[int, int]]:
+        """Every (vector id, clip id) in the collection."""
+        self._ensure_loaded(name)
+        iterator = self._call(
+            self.client.query_iterator, name, batch_size=1000, filter="id >= 0", output_fields=["id", "clip_id"]
+        )
+        try:
+            while True:
+                batch = self._call(iterator.next)
+                if not batch:
+                    return
+                for row in batch:
+                    yield int(row["id"]), int(row["clip_id"])
+        finally:
+            iterator.close()
+
+    def count(self, name: str) -> int:
+        return sum(1 for _ in self.iter_ids(name))
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # closing a client whose server is gone must not mask the real error
+            pass
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"

@@ -1,0 +1,1 @@
+"""Datasette plugin for audiosim (find-similar pages, players, SQL functions): see the plugin issue."""
