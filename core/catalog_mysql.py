@@ -41,12 +41,13 @@ class MySQLCatalog(Catalog):
         self._full_url = url  # kept out of messages: only reopen() uses it
         self._params = parse_mysql_url(url)
         try:
-            self.conn = pymysql.connect(
-                **self._params, charset="utf8mb4", autocommit=True, connect_timeout=10, read_timeout=120
-            )
+            self.conn = self._connect()
             self._migrate()
         except pymysql.err.MySQLError as e:
             raise CatalogUnavailable(f"Cannot reach MySQL catalog {self.url}: {e.args[-1]}") from e
+
+    def _connect(self):
+        return pymysql.connect(**self._params, charset="utf8mb4", autocommit=True, connect_timeout=10, read_timeout=120)
 
     def _migrate(self):
         with self.conn.cursor() as cur:
@@ -76,11 +77,20 @@ class MySQLCatalog(Catalog):
     def _cursor_call(self, fn):
         try:
             if not self._depth:
-                self.conn.ping(reconnect=True)
+                self._reconnect_if_dropped()
             with self.conn.cursor() as cur:
                 return fn(cur)
         except pymysql.err.OperationalError as e:
             raise CatalogUnavailable(f"MySQL catalog {self.url} failed: {e.args[-1]}") from e
+
+    def _reconnect_if_dropped(self):
+        # Outside a transaction a dropped connection (server restart, idle timeout) is simply reopened.
+        try:
+            self.conn.ping(False)
+        except pymysql.err.Error:
+            with contextlib.suppress(pymysql.err.Error):
+                self.conn.close()
+            self.conn = self._connect()
 
     def _execute(self, sql, params=()):
         sql = sql.replace("?", "%s")

@@ -34,13 +34,13 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     """Read a file's header without decoding its samples."""
     _check_readable(path)
     try:
-        info = soundfile.info(os.fspath(path))
+        info = soundfile.info(os.fsencode(path))  # bytes: names need not be valid UTF-8
         return AudioInfo(info.samplerate, info.channels, info.frames / info.samplerate, info.format.lower())
     except (soundfile.LibsndfileError, RuntimeError, ValueError):
         pass
     av = _import_av(path)
     try:
-        with av.open(os.fspath(path)) as container:
+        with open(path, "rb") as raw, av.open(raw) as container:
             stream = _audio_stream(container, path)
             duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
             if not duration and container.duration:
@@ -115,7 +115,7 @@ def _clean(block: np.ndarray) -> np.ndarray:
 
 
 def _soundfile_blocks(path, block_s) -> Iterator[tuple[int, np.ndarray]]:
-    with soundfile.SoundFile(os.fspath(path)) as f:
+    with soundfile.SoundFile(os.fsencode(path)) as f:
         frames = max(1, int(block_s * f.samplerate))
         while True:
             data = f.read(frames, dtype="float32", always_2d=True)
@@ -126,11 +126,13 @@ def _soundfile_blocks(path, block_s) -> Iterator[tuple[int, np.ndarray]]:
 
 def _pyav_blocks(path, block_s) -> Iterator[tuple[int, np.ndarray]]:
     av = _import_av(path)
+    raw = open(path, "rb")  # a file object: FFmpeg cannot open names that are not valid UTF-8
     try:
-        container = av.open(os.fspath(path))
+        container = av.open(raw)
     except av.FFmpegError as e:
+        raw.close()
         raise DecodeError(f"{_name(path)}: not a readable audio file ({_short(e)})") from e
-    with container:
+    with raw, container:
         stream = _audio_stream(container, path)
         rate = stream.rate or stream.codec_context.sample_rate
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)

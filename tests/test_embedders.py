@@ -1,0 +1,171 @@
+"""Embedders: the real PANNs Cnn14 architecture (random-weight checkpoint), aiSFX's shipped weights, the DSP one."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiosim import ModelMismatch, ModelNotAvailable, Settings
+from audiosim.embedders import loop_pad
+from audiosim.embedders.aisfx import AiSfx
+from audiosim.embedders.dsp import LogMelStats
+from audiosim.embedders.panns import PannsCnn14, load_cnn14
+from audiosim.labels import audioset_labels
+from audiosim.models import choose_embedder, default_model_name, model_statuses
+from audiosim.plugins import embedder_classes
+from audiosim.service import AudioSim
+from audiosim.synth import KINDS, sound, write
+
+SHARED_LABELS = Path(__file__).resolve().parents[1] / "core" / "data" / "audioset_class_labels_indices.csv"
+
+
+def test_builtin_embedders_register_through_the_hook_in_preference_order():
+    assert list(embedder_classes())[:3] == ["panns-cnn14", "aisfx", "dsp-logmel"]
+
+
+def test_audioset_labels_ship_with_the_package():
+    labels = audioset_labels()
+    assert len(labels) == 527 and labels[0] == "Speech" and labels[137] == "Music"
+
+
+def test_our_cnn14_has_exactly_panns_inference_parameters(tmp_path):
+    """State-dict compatibility with the official checkpoint: compare against panns_inference's own Cnn14,
+    imported in a child process whose HOME already holds the label list, so its import-time wget never runs."""
+    home = tmp_path / "home"
+    (home / "panns_data").mkdir(parents=True)
+    shutil.copy(SHARED_LABELS, home / "panns_data" / "class_labels_indices.csv")
+    script = textwrap.dedent(
+        """
+        import json
+        from panns_inference.models import Cnn14
+        m = Cnn14(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000,
+                  classes_num=527)
+        print(json.dumps({k: list(v.shape) for k, v in m.state_dict().items()}))
+        """
+    )
+    env = {**os.environ, "HOME": str(home), "PATH": os.path.dirname(sys.executable)}  # no wget on PATH either
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    from audiosim.embedders.cnn14 import Cnn14
+
+    ours = {k: list(v.shape) for k, v in Cnn14().state_dict().items()}
+    assert ours == theirs
+
+
+def test_panns_loads_the_checkpoint_and_embeds(panns_model_dir):
+    embedder = PannsCnn14(model_dir=panns_model_dir, batch_size=4)
+    assert embedder.unavailable_reason() is None
+    windows = [sound(kind, 2.0, seed=i) for i, kind in enumerate(KINDS)] + [sound("tone", 0.1, seed=9)]
+    out = embedder.embed(windows)
+    assert out.vectors.shape == (7, 2048) and out.vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out.vectors, axis=1), 1.0, atol=1e-5)
+    assert out.class_scores.shape == (7, 527) and ((out.class_scores >= 0) & (out.class_scores <= 1)).all()
+    again = PannsCnn14(model_dir=panns_model_dir, batch_size=3).embed(windows)
+    assert np.allclose(out.vectors, again.vectors, atol=1e-5)  # deterministic, whatever the batching
+    sims = out.vectors @ out.vectors.T
+    assert (sims[~np.eye(7, dtype=bool)] < 0.98).all()  # different sounds give clearly different vectors
+
+
+def test_panns_indexing_stores_audioset_tags(panns_model_dir, tmp_path, sounds):
+    settings = Settings(str(tmp_path / "c.db"), str(tmp_path / "v.db"), model_dir=panns_model_dir)
+    with AudioSim(settings) as sim:
+        assert sim.embedder.name == "panns-cnn14"  # the default once its checkpoint is present
+        sim.index([sounds])
+        clip = sim.catalog.clip(1)
+        tags = sim.catalog.tags(clip.id)
+        assert len(tags) == 5 and all(tag in audioset_labels() for tag, _ in tags)
+        assert [s for _, s in tags] == sorted((s for _, s in tags), reverse=True)
+        assert sim.stats()["tags"] >= 5
+
+
+def test_panns_without_checkpoint_says_how_to_get_it(tmp_path):
+    reason = PannsCnn14(model_dir=tmp_path).unavailable_reason()
+    assert "audiosim models fetch panns-cnn14" in reason
+    with pytest.raises(ModelNotAvailable, match="models fetch"):
+        choose_embedder("panns-cnn14", None, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"not a checkpoint at all", "not a loadable checkpoint"),
+        ("wrong-architecture", "not a Cnn14 checkpoint"),
+        ("pickle-with-code", "not a loadable checkpoint"),
+    ],
+)
+def test_bad_checkpoints_are_refused_clearly(tmp_path, content, message):
+    path = tmp_path / "Cnn14_mAP=0.431.pth"
+    if content == "wrong-architecture":
+        torch.save({"model": {"fc1.weight": torch.zeros(3, 3)}}, path)
+    elif content == "pickle-with-code":
+        torch.save({"model": {}, "evil": os.system}, path)  # weights_only=True must refuse globals
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ModelNotAvailable, match=message):
+        load_cnn14(path)
+
+
+def test_aisfx_loads_its_shipped_weights():
+    embedder = AiSfx()
+    assert embedder.unavailable_reason() is None
+    out = embedder.embed([sound("chirp", 2.3, seed=1), sound("noise", 1.0, seed=2)])
+    assert out.vectors.shape == (2, 512) and out.class_scores is None
+    assert float(out.vectors[0] @ out.vectors[1]) < 0.99
+
+
+def test_dsp_is_deterministic_and_handles_silence():
+    embedder = LogMelStats()
+    a = embedder.embed([sound("tone", 2.0, seed=1), np.zeros(32000, np.float32)])
+    b = embedder.embed([sound("tone", 2.0, seed=1), np.zeros(32000, np.float32)])
+    assert np.array_equal(a.vectors, b.vectors)
+    assert np.isfinite(a.vectors).all() and np.allclose(np.linalg.norm(a.vectors, axis=1), 1.0)
+
+
+def test_loop_pad():
+    assert np.array_equal(loop_pad(np.array([1, 2, 3], np.float32), 7), [1, 2, 3, 1, 2, 3, 1])
+    assert loop_pad(np.zeros(0, np.float32), 4).shape == (4,)
+
+
+def test_default_model_prefers_panns_then_aisfx(panns_model_dir, tmp_path):
+    assert default_model_name(panns_model_dir) == "panns-cnn14"
+    assert default_model_name(tmp_path) == "aisfx"
+    statuses = {s.name: s for s in model_statuses(tmp_path)}
+    assert statuses["dsp-logmel"].usable and not statuses["panns-cnn14"].usable
+
+
+def test_a_catalog_is_bound_to_one_model(tmp_path, sounds, panns_model_dir):
+    base = dict(catalog=str(tmp_path / "c.db"), milvus=str(tmp_path / "v.db"), model_dir=panns_model_dir)
+    with AudioSim(Settings(**base, model="dsp-logmel")) as sim:
+        sim.index([sounds])
+    with AudioSim(Settings(**base)) as sim:  # no --model: the catalog's own, not the (present) panns default
+        assert sim.embedder.name == "dsp-logmel"
+        assert sim.search_file(sounds / "tone.wav", k=1)[0].clip.path.endswith("tone.wav")
+    with AudioSim(Settings(**base, model="panns-cnn14")) as sim:
+        with pytest.raises(ModelMismatch, match="built with dsp-logmel v1"):
+            sim.index([sounds])
+        with pytest.raises(ModelMismatch):
+            sim.search_file(sounds / "tone.wav")
+
+
+def test_unknown_model_lists_the_known_ones(tmp_path):
+    with pytest.raises(ModelNotAvailable, match="known models: panns-cnn14, aisfx, dsp-logmel"):
+        choose_embedder("no-such-model", None, tmp_path)
+
+
+def test_short_clip_is_one_looped_window(tmp_path, lite_settings):
+    write(tmp_path / "s" / "click.wav", sound("clicks", 0.1, seed=1))
+    with AudioSim(lite_settings) as sim:
+        sim.index([tmp_path / "s"])
+        clip = sim.catalog.clip(1)
+        assert clip.segment_count == 1 and clip.duration_s == pytest.approx(0.1, abs=0.01)
+        assert sim.search_file(tmp_path / "s" / "click.wav", k=1)[0].score == pytest.approx(1.0, abs=1e-4)
