@@ -46,15 +46,16 @@ def choose_embedder(requested: str | None, collection: Collection | None, model_
     """The embedder to use with a catalog: the requested one (which must match the catalog's), else the
     catalog's own, else the best usable one."""
     classes = embedder_classes()
+    if requested and requested not in classes:
+        raise ModelNotAvailable(f"Unknown model {requested!r}; known models: {', '.join(classes)}")
     if requested and collection and requested != collection.model:
         raise ModelMismatch(
             f"This catalog was built with {collection.identity}; it cannot be searched or extended with "
             f"{requested}. Use --model {collection.model}, or a new --catalog for {requested}."
         )
     name = requested or (collection.model if collection else default_model_name(model_dir))
-    if name not in classes:
-        known = ", ".join(classes)
-        raise ModelNotAvailable(f"Unknown model {name!r}; known models: {known}")
+    if name not in classes:  # the catalog's model came from a plugin that is no longer installed
+        raise ModelNotAvailable(f"This catalog was built with {name}, which is not installed here")
     embedder: Embedder = classes[name](model_dir=model_dir, batch_size=batch_size)
     if collection and (embedder.version != collection.model_version or embedder.dim != collection.dim):
         raise ModelMismatch(

@@ -26,7 +26,9 @@ def sound(kind: str, seconds: float = 2.0, seed: int = 0, sr: int = SR) -> np.nd
         y = np.fft.irfft(spectrum * tilt, n)
         y = 0.3 * y / (np.abs(y).max() + 1e-9)
     elif kind == "chirp":
-        f0, f1 = 200 * 2 ** rng.uniform(0, 1), 4000 * 2 ** rng.uniform(0, 1)
+        f0, f1 = 100 * 2 ** rng.uniform(0, 3), 1000 * 2 ** rng.uniform(0, 3)
+        if rng.random() < 0.5:
+            f0, f1 = f1, f0  # some sweep down
         phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds))
         y = np.sin(phase) * 0.5
     elif kind == "clicks":
@@ -41,7 +43,7 @@ def sound(kind: str, seconds: float = 2.0, seed: int = 0, sr: int = SR) -> np.nd
         root = 110 * 2 ** rng.uniform(0, 2)
         y = sum(np.sin(2 * np.pi * root * r * t) for r in (1, 1.26, 1.5, 2)) * 0.15
     elif kind == "hum":
-        f = rng.choice([50.0, 60.0])
+        f = rng.uniform(45.0, 65.0)
         y = sum(np.sin(2 * np.pi * f * h * t) / h for h in range(1, 8)) * 0.2
         y *= 1 + 0.3 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t)
     else:

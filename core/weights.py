@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -75,11 +76,17 @@ def fetch(
                     done += len(chunk)
                     if progress:
                         progress(done, total)
-            except OSError as e:
-                raise AudioSimError(
-                    f"Download of {checkpoint.filename} broke off at {done} bytes ({e}); run the same command to resume"
-                ) from e
+            except (OSError, http.client.HTTPException) as e:
+                raise _broke_off(checkpoint, done, str(e)) from e
+    if total is not None and done < total:  # the connection closed early without an error
+        raise _broke_off(checkpoint, done, f"expected {total} bytes")
     return _finish(part, target, checkpoint)
+
+
+def _broke_off(checkpoint: Checkpoint, done: int, why: str) -> AudioSimError:
+    return AudioSimError(
+        f"Download of {checkpoint.filename} broke off at {done} bytes ({why}); run the same command to resume"
+    )
 
 
 def _finish(part: Path, target: Path, checkpoint: Checkpoint) -> Path:
