@@ -21,6 +21,7 @@ from .vectors import MAX_LIMIT, VectorStore
 
 MAX_QUERY_WINDOWS = 32  # a long query is represented by at most this many evenly spread windows
 MAX_QUERY_S = 600.0  # only the first ten minutes of a query file are heard
+EXACT_FILTER_SEGMENTS = 5000  # a search restricted to at most this many segments is done exactly, in numpy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +175,10 @@ class AudioSim:
         collection = self.collection()
         if vectors.shape[1] != collection.dim:
             raise AudioSimError(f"query vectors are {vectors.shape[1]}-d; this catalog holds {collection.dim}-d")
+        if clip_ids is not None:
+            exact = self._exact_restricted(collection, vectors, starts, k, query, exclude, clip_ids)
+            if exact is not None:
+                return exact
         wanted = k + (exclude is not None)
         limit = min(MAX_LIMIT, wanted * 4 + 16)
         while True:
@@ -191,6 +196,28 @@ class AudioSim:
                 break
             limit = min(MAX_LIMIT, limit * 4)  # many segments of few clips filled the top: look deeper
         ranked = sorted((cid for cid in best if cid in clips), key=lambda c: -best[c][0])[:k]
+        return [Match(clips[c], best[c][0], best[c][1], best[c][2], query) for c in ranked]
+
+    def _exact_restricted(self, collection, vectors, starts, k, query, exclude, clip_ids) -> list[Match] | None:
+        """Milvus filters inside the ANN index (HNSW on Milvus Lite, IVF on a server) can drop hits of a selective
+        filter; when the allowed clips are few, score their segments exactly instead."""
+        clips = self.catalog.clips_by_ids(c for c in clip_ids if c != exclude)
+        segments = [(vid, start, cid) for cid in clips for vid, start, _ in self.catalog.segments(cid)]
+        if len(segments) > EXACT_FILTER_SEGMENTS:
+            return None
+        stored = self.store.vectors(collection.name, [vid for vid, _, _ in segments]) if segments else {}
+        present = [(vid, start, cid) for vid, start, cid in segments if vid in stored]
+        if not present:
+            return []
+        scores = vectors @ np.stack([stored[vid] for vid, _, _ in present]).T  # (queries, segments)
+        best: dict[int, tuple[float, float, float]] = {}
+        for qi, col in zip(*np.unravel_index(np.argsort(-scores, axis=None), scores.shape)):
+            vid, start, cid = present[col]
+            if cid not in best:
+                best[cid] = (float(scores[qi, col]), start, starts[qi])
+                if len(best) == k:
+                    break
+        ranked = sorted(best, key=lambda c: -best[c][0])
         return [Match(clips[c], best[c][0], best[c][1], best[c][2], query) for c in ranked]
 
     # -- stats and verify ----------------------------------------------------------------------

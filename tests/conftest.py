@@ -153,6 +153,9 @@ def milvus_server(tmp_path_factory):
         wait_for_milvus(uri, 30)
         yield uri
         return
+    deadline = time.monotonic() + 30  # a server from a run that just ended may still be letting go of the port
+    while port_open("127.0.0.1", MILVUS_PORT) and time.monotonic() < deadline:
+        time.sleep(1)
     if port_open("127.0.0.1", MILVUS_PORT):
         unavailable(f"port {MILVUS_PORT} is taken by another process; stop it or set AUDIOSIM_TEST_MILVUS")
     server = MilvusServer(tmp_path_factory.mktemp("milvus-server"))

@@ -102,7 +102,11 @@ def test_similar_excludes_the_clip_itself(backend, corpus):
             sim.similar(999_999)
 
 
-def test_search_restricted_to_some_clips(backend, corpus):
+@pytest.mark.parametrize("exact_limit", [5000, 0], ids=["exact", "milvus-filter"])
+def test_search_restricted_to_some_clips(backend, corpus, exact_limit, monkeypatch):
+    import audiosim.service
+
+    monkeypatch.setattr(audiosim.service, "EXACT_FILTER_SEGMENTS", exact_limit)
     with AudioSim(backend) as sim:
         sim.index([corpus])
         noise_ids = [c.id for c in sim.catalog.clips_under(str(corpus / "noise"))]

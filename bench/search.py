@@ -1,0 +1,99 @@
+"""Search latency and recall@10 at N stored segment vectors, against numpy exact search in the same run.
+
+    .venv/bin/python bench/search.py --n 10000                    # Milvus Lite (the embedded default)
+    .venv/bin/python bench/search.py --n 10000 --milvus http://127.0.0.1:19530
+    .venv/bin/python bench/search.py --quick                      # a pipeline check, not a measurement
+
+Vectors are clustered and non-negative, 2048-d and L2-normalised, like PANNs embeddings. Prints one JSON
+object; with --out it is also written to a file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+
+
+def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 200) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.gamma(0.5, 1.0, (clusters, dim)).astype(np.float32)
+    vectors = centres[rng.integers(clusters, size=n)] + rng.gamma(0.5, 0.6, (n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    return round(float(np.percentile(samples, q)) * 1000, 3)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--milvus", default=None, help="server URI; default: a Milvus Lite store in a temp dir")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.queries = 2000, 20
+
+    from audiosim.vectors import VectorStore
+
+    data = clustered_vectors(args.n, args.dim)
+    queries = clustered_vectors(args.queries, args.dim, seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = args.milvus or os.path.join(tmp, "bench.db")
+        store = VectorStore(uri)
+        name = f"bench_{os.getpid()}"
+        if store.has_collection(name):
+            store.drop_collection(name)
+        store.ensure_collection(name, args.dim)
+        t0 = time.perf_counter()
+        ids = list(range(args.n))
+        store.upsert(name, ids, [i // 8 for i in ids], [float(i % 8) for i in ids], data)
+        store.flush(name)
+        insert_s = time.perf_counter() - t0
+        store.search(name, queries[:5], 10)  # warm-up: load, first-query costs
+
+        milvus_times, recalls = [], []
+        exact = np.argsort(-(queries @ data.T), axis=1)[:, :10]
+        for qi, q in enumerate(queries):
+            t = time.perf_counter()
+            hits = store.search(name, q[None], 10)[0]
+            milvus_times.append(time.perf_counter() - t)
+            recalls.append(len({h.vector_id for h in hits} & set(exact[qi].tolist())) / 10)
+
+        numpy_times = []
+        for q in queries:
+            t = time.perf_counter()
+            scores = data @ q
+            top = np.argpartition(-scores, 10)[:10]
+            top[np.argsort(-scores[top])]
+            numpy_times.append(time.perf_counter() - t)
+        store.drop_collection(name)
+        store.close()
+
+    engine = "milvus-server" if args.milvus else "milvus-lite"
+    result = {
+        "bench": "search", "engine": engine, "n": args.n, "dim": args.dim, "queries": args.queries,
+        "insert_per_s": round(args.n / insert_s), "milvus_p50_ms": percentile_ms(milvus_times, 50),
+        "milvus_p99_ms": percentile_ms(milvus_times, 99), "numpy_exact_p50_ms": percentile_ms(numpy_times, 50),
+        "numpy_exact_p99_ms": percentile_ms(numpy_times, 99),
+        "ratio_p50_milvus_over_numpy": round(float(np.median(milvus_times) / np.median(numpy_times)), 2),
+        "recall_at_10": round(float(np.mean(recalls)), 4), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "quick": args.quick,
+    }
+    print(json.dumps(result))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
