@@ -27,6 +27,16 @@ def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 200) -> n
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def wait_for_index(store, name: str, seconds: float = 120) -> None:
+    """Measure the steady state: a server builds the index of flushed segments in the background."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        info = store.client.describe_index(name, "vector")
+        if int(info.get("pending_index_rows", 0)) == 0 and info.get("state", "Finished") == "Finished":
+            return
+        time.sleep(1)
+
+
 def percentile_ms(samples: list[float], q: float) -> float:
     return round(float(np.percentile(samples, q)) * 1000, 3)
 
@@ -37,6 +47,7 @@ def main(argv=None):
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--milvus", default=None, help="server URI; default: a Milvus Lite store in a temp dir")
+    parser.add_argument("--ef", type=int, default=None, help="HNSW search breadth (default: the store's)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -59,13 +70,19 @@ def main(argv=None):
         store.upsert(name, ids, [i // 8 for i in ids], [float(i % 8) for i in ids], data)
         store.flush(name)
         insert_s = time.perf_counter() - t0
+        wait_for_index(store, name)
+        if args.milvus:
+            # A server searches freshly inserted rows through an interim index of the growing segment (measured
+            # recall@10 0.51 for ~15 s, then 0.96 once sealed and indexed); reloading measures the steady state.
+            store.client.release_collection(name)
+            store.client.load_collection(name)
         store.search(name, queries[:5], 10)  # warm-up: load, first-query costs
 
         milvus_times, recalls = [], []
         exact = np.argsort(-(queries @ data.T), axis=1)[:, :10]
         for qi, q in enumerate(queries):
             t = time.perf_counter()
-            hits = store.search(name, q[None], 10)[0]
+            hits = store.search(name, q[None], 10, **({"ef": args.ef} if args.ef else {}))[0]
             milvus_times.append(time.perf_counter() - t)
             recalls.append(len({h.vector_id for h in hits} & set(exact[qi].tolist())) / 10)
 
@@ -81,7 +98,7 @@ def main(argv=None):
 
     engine = "milvus-server" if args.milvus else "milvus-lite"
     result = {
-        "bench": "search", "engine": engine, "n": args.n, "dim": args.dim, "queries": args.queries,
+        "bench": "search", "engine": engine, "n": args.n, "dim": args.dim, "ef": args.ef, "queries": args.queries,
         "insert_per_s": round(args.n / insert_s), "milvus_p50_ms": percentile_ms(milvus_times, 50),
         "milvus_p99_ms": percentile_ms(milvus_times, 99), "numpy_exact_p50_ms": percentile_ms(numpy_times, 50),
         "numpy_exact_p99_ms": percentile_ms(numpy_times, 99),

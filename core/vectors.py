@@ -17,6 +17,7 @@ from .settings import is_milvus_server
 
 INSERT_BATCH = 1000
 MAX_LIMIT = 16384  # Milvus' largest top-k
+SEARCH_EF = 256  # measured: recall@10 0.85 at ef 64, 0.98 at 256 on 10k clustered 2048-d vectors; latency unchanged
 HNSW = {"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 16, "efConstruction": 200}}
 
 
@@ -84,9 +85,11 @@ class VectorStore:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         index = self.client.prepare_index_params()
         index.add_index(field_name="vector", index_name="vector", **HNSW)
-        # Strong consistency: what an index run wrote is searchable the moment it returns.
+        # Session consistency: a process always sees its own writes; other processes see them within the server's
+        # time tick. Strong would add a ~300 ms wait to every search on a Milvus 2.3 server (measured: 301 ms vs
+        # 5 ms p50 at 10k vectors), so only verify's full scans ask for it.
         self._call(
-            self.client.create_collection, name, schema=schema, index_params=index, consistency_level="Strong"
+            self.client.create_collection, name, schema=schema, index_params=index, consistency_level="Session"
         )
         self._loaded.add(name)
 
@@ -140,7 +143,9 @@ class VectorStore:
         self._call(self.client.flush, name)
 
     # -- reads ---------------------------------------------------------------------------------
-    def search(self, name: str, vectors, limit: int, clip_ids: Sequence[int] | None = None) -> list[list[Hit]]:
+    def search(
+        self, name: str, vectors, limit: int, clip_ids: Sequence[int] | None = None, ef: int = SEARCH_EF
+    ) -> list[list[Hit]]:
         """The ``limit`` nearest segments for each query vector, best first."""
         self._ensure_loaded(name)
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -155,8 +160,7 @@ class VectorStore:
             limit=limit,
             anns_field="vector",
             output_fields=["clip_id", "start_s"],
-            # ef at least the limit, and generous: recall matters more than a millisecond here.
-            search_params={"metric_type": "COSINE", "params": {"ef": max(64, limit)}},
+            search_params={"metric_type": "COSINE", "params": {"ef": max(ef, limit)}},
             **kwargs,
         )
         return [
@@ -178,7 +182,8 @@ class VectorStore:
         """Every (vector id, clip id) in the collection."""
         self._ensure_loaded(name)
         iterator = self._call(
-            self.client.query_iterator, name, batch_size=1000, filter="id >= 0", output_fields=["id", "clip_id"]
+            self.client.query_iterator, name, batch_size=1000, filter="id >= 0", output_fields=["id", "clip_id"],
+            consistency_level="Strong",
         )
         try:
             while True:
