@@ -9,6 +9,7 @@ The corpus mixes lengths (1-10 s) and formats (wav, flac, mp3). "ceiling" is the
 windows, already decoded and resampled, in batches: the pipeline's upper bound, measured in the same run.
 Speed does not depend on the weights, so a random-weight Cnn14 measures PANNs honestly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ def ceiling(embedder, files) -> float:
     windows = [
         w.samples
         for f in files
-        for w in cut_windows(read_blocks(f, embedder.sample_rate), embedder.sample_rate, embedder.window_s,
-                             embedder.hop_s)
+        for w in cut_windows(
+            read_blocks(f, embedder.sample_rate), embedder.sample_rate, embedder.window_s, embedder.hop_s
+        )
     ]
     embedder.embed(windows[: embedder.batch_size])  # warm-up: weights load, first-call costs
     t = time.perf_counter()
@@ -94,15 +96,25 @@ def main(argv=None):
                 report = sim.index([tmp / "corpus"])
                 pipeline_s = time.perf_counter() - t
                 model_s = ceiling(sim.embedder, files)
-            results.append({
-                "model": name, "clips": len(report.indexed), "audio_s": round(audio_s, 1),
-                "pipeline_s": round(pipeline_s, 2), "clips_per_s": round(len(report.indexed) / pipeline_s, 2),
-                "x_realtime": round(audio_s / pipeline_s, 1), "ceiling_s": round(model_s, 2),
-                "pipeline_over_ceiling": round(model_s / pipeline_s, 3),
-            })
+            results.append(
+                {
+                    "model": name,
+                    "clips": len(report.indexed),
+                    "audio_s": round(audio_s, 1),
+                    "pipeline_s": round(pipeline_s, 2),
+                    "clips_per_s": round(len(report.indexed) / pipeline_s, 2),
+                    "x_realtime": round(audio_s / pipeline_s, 1),
+                    "ceiling_s": round(model_s, 2),
+                    "pipeline_over_ceiling": round(model_s / pipeline_s, 3),
+                }
+            )
             print(json.dumps(results[-1]), flush=True)
-    summary = {"bench": "ingest", "machine": f"{platform.machine()}, {os.cpu_count()} cores", "results": results,
-               "quick": args.quick}
+    summary = {
+        "bench": "ingest",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "results": results,
+        "quick": args.quick,
+    }
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2))
 

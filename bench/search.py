@@ -7,6 +7,7 @@
 Vectors are clustered and non-negative, 2048-d and L2-normalised, like PANNs embeddings. Prints one JSON
 object; with --out it is also written to a file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,6 @@ import tempfile
 import time
 
 import numpy as np
-
 
 
 def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 200) -> np.ndarray:
@@ -98,12 +98,20 @@ def main(argv=None):
 
     engine = "milvus-server" if args.milvus else "milvus-lite"
     result = {
-        "bench": "search", "engine": engine, "n": args.n, "dim": args.dim, "ef": args.ef, "queries": args.queries,
-        "insert_per_s": round(args.n / insert_s), "milvus_p50_ms": percentile_ms(milvus_times, 50),
-        "milvus_p99_ms": percentile_ms(milvus_times, 99), "numpy_exact_p50_ms": percentile_ms(numpy_times, 50),
+        "bench": "search",
+        "engine": engine,
+        "n": args.n,
+        "dim": args.dim,
+        "ef": args.ef,
+        "queries": args.queries,
+        "insert_per_s": round(args.n / insert_s),
+        "milvus_p50_ms": percentile_ms(milvus_times, 50),
+        "milvus_p99_ms": percentile_ms(milvus_times, 99),
+        "numpy_exact_p50_ms": percentile_ms(numpy_times, 50),
         "numpy_exact_p99_ms": percentile_ms(numpy_times, 99),
         "ratio_p50_milvus_over_numpy": round(float(np.median(milvus_times) / np.median(numpy_times)), 2),
-        "recall_at_10": round(float(np.mean(recalls)), 4), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "recall_at_10": round(float(np.mean(recalls)), 4),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "quick": args.quick,
     }
     print(json.dumps(result))

@@ -1,4 +1,5 @@
 """audiosim: decode audio, embed it, store vectors in Milvus and describe clips in a catalog; search by sound."""
+
 from .errors import (
     AudioSimError,
     CatalogUnavailable,

@@ -3,6 +3,7 @@
 One class speaks to SQLite (through sqlite-utils) and MySQL/MariaDB (through PyMySQL); the SQL is written
 once with ``?`` placeholders and every value is a parameter. Open one with ``open_catalog(url)``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -60,7 +61,6 @@ class Clip:
     segment_count: int | None
     added_at: str
     updated_at: str
-
 
     @property
     def fs_path(self) -> str:

@@ -1,4 +1,5 @@
 """The catalog in MySQL or MariaDB, through PyMySQL, for deployments shared between machines."""
+
 from __future__ import annotations
 
 import contextlib

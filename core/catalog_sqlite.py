@@ -1,4 +1,5 @@
 """The catalog in a SQLite file, through sqlite-utils (which also runs the numbered migrations)."""
+
 from __future__ import annotations
 
 import sqlite3

@@ -1,4 +1,5 @@
 """The ``audiosim`` command: options and printing only; the work is in ``service.AudioSim``."""
+
 from __future__ import annotations
 
 import functools
@@ -28,16 +29,34 @@ def _quiet_third_party_logs():
 def store_options(fn):
     """--catalog, --milvus, --milvus-token, --model, --model-dir: each also from an AUDIOSIM_ variable."""
     options = [
-        click.option("--catalog", envvar="AUDIOSIM_CATALOG", default=DEFAULT_CATALOG, show_default=True,
-                     help="SQLite file, or mysql://user:password@host:port/database"),
-        click.option("--milvus", envvar="AUDIOSIM_MILVUS", default=None,
-                     help="Milvus Lite path (*.db) or server URI http://host:19530  [default: beside the catalog]"),
+        click.option(
+            "--catalog",
+            envvar="AUDIOSIM_CATALOG",
+            default=DEFAULT_CATALOG,
+            show_default=True,
+            help="SQLite file, or mysql://user:password@host:port/database",
+        ),
+        click.option(
+            "--milvus",
+            envvar="AUDIOSIM_MILVUS",
+            default=None,
+            help="Milvus Lite path (*.db) or server URI http://host:19530  [default: beside the catalog]",
+        ),
         click.option("--milvus-token", envvar="AUDIOSIM_MILVUS_TOKEN", default=None, help="Milvus server token"),
-        click.option("--model", envvar="AUDIOSIM_MODEL", default=None,
-                     help="Embedder name (see: audiosim models)  [default: the catalog's, else the best usable]"),
-        click.option("--model-dir", envvar="AUDIOSIM_MODEL_DIR", type=click.Path(path_type=Path),
-                     default=lambda: str(Path.home() / "panns_data"), show_default="~/panns_data",
-                     help="Folder holding model checkpoints"),
+        click.option(
+            "--model",
+            envvar="AUDIOSIM_MODEL",
+            default=None,
+            help="Embedder name (see: audiosim models)  [default: the catalog's, else the best usable]",
+        ),
+        click.option(
+            "--model-dir",
+            envvar="AUDIOSIM_MODEL_DIR",
+            type=click.Path(path_type=Path),
+            default=lambda: str(Path.home() / "panns_data"),
+            show_default="~/panns_data",
+            help="Folder holding model checkpoints",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -104,11 +123,19 @@ def index(settings, paths, as_json):
         with tqdm(desc="indexing", unit="file", file=sys.stderr, disable=as_json or None) as bar:
             report = service.index(paths, progress=lambda _path: bar.update(1))
     if as_json:
-        click.echo(json.dumps({
-            "indexed": len(report.indexed), "skipped": len(report.skipped), "moved": len(report.moved),
-            "failed": [{"path": p, "reason": r} for p, r in report.failed],
-            "segments": report.segments, "audio_s": round(report.audio_s, 3), "model": collection.identity,
-        }))
+        click.echo(
+            json.dumps(
+                {
+                    "indexed": len(report.indexed),
+                    "skipped": len(report.skipped),
+                    "moved": len(report.moved),
+                    "failed": [{"path": p, "reason": r} for p, r in report.failed],
+                    "segments": report.segments,
+                    "audio_s": round(report.audio_s, 3),
+                    "model": collection.identity,
+                }
+            )
+        )
     else:
         click.echo(
             f"indexed {len(report.indexed)} ({report.audio_s:.1f} s of audio, {report.segments} segments), "
@@ -179,8 +206,13 @@ def similar(settings, clip_id, limit, as_json):
 
 @cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--model-dir", envvar="AUDIOSIM_MODEL_DIR", type=click.Path(path_type=Path),
-              default=lambda: str(Path.home() / "panns_data"), show_default="~/panns_data")
+@click.option(
+    "--model-dir",
+    envvar="AUDIOSIM_MODEL_DIR",
+    type=click.Path(path_type=Path),
+    default=lambda: str(Path.home() / "panns_data"),
+    show_default="~/panns_data",
+)
 @click.pass_context
 def models(ctx, as_json, model_dir):
     """List the embedders, whether each is usable here, and why not.
@@ -202,8 +234,10 @@ def models(ctx, as_json, model_dir):
             continue
         mark = "*" if status.name == default else " "
         state = "usable" if status.usable else f"not usable: {status.problem}"
-        click.echo(f"{mark} {status.name:<12} v{status.version}  {status.dim:>4}-d  {status.sample_rate} Hz  "
-                   f"{status.description}\n      {state}")
+        click.echo(
+            f"{mark} {status.name:<12} v{status.version}  {status.dim:>4}-d  {status.sample_rate} Hz  "
+            f"{status.description}\n      {state}"
+        )
     if not as_json:
         click.echo("* = the default for new catalogs")
 
@@ -221,7 +255,8 @@ def fetch(ctx, name, url):
     """
     from tqdm import tqdm
 
-    from .weights import CHECKPOINTS, fetch as download
+    from .weights import CHECKPOINTS
+    from .weights import fetch as download
 
     if name not in CHECKPOINTS:
         raise click.UsageError(f"No checkpoint to fetch for {name!r}; fetchable: {', '.join(CHECKPOINTS)}")
@@ -298,8 +333,13 @@ def remove(settings, paths):
 @cli.command()
 @click.argument("folder", default="audiosim-demo", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--model", envvar="AUDIOSIM_MODEL", default=None, help="Embedder  [default: the best usable]")
-@click.option("--model-dir", envvar="AUDIOSIM_MODEL_DIR", type=click.Path(path_type=Path),
-              default=lambda: str(Path.home() / "panns_data"), show_default="~/panns_data")
+@click.option(
+    "--model-dir",
+    envvar="AUDIOSIM_MODEL_DIR",
+    type=click.Path(path_type=Path),
+    default=lambda: str(Path.home() / "panns_data"),
+    show_default="~/panns_data",
+)
 @handle_errors
 def demo(folder, model, model_dir):
     """Build a small demo catalog offline (generated sounds) and search it.
@@ -320,13 +360,15 @@ def demo(folder, model, model_dir):
         collection = service.collection()
         _say(f"model: {collection.identity}")
         report = service.index([sounds])
-        click.echo(f"indexed {len(report.indexed)}, skipped {len(report.skipped)} unchanged, "
-                   f"failed {len(report.failed)}")
+        click.echo(
+            f"indexed {len(report.indexed)}, skipped {len(report.skipped)} unchanged, failed {len(report.failed)}"
+        )
         matches = service.search_file(query, k=5)
     _print_matches(matches, False, f"\nsearch {query} (a 2 s excerpt from 0:37 of the field recording):")
     rel = os.path.relpath(catalog)
-    click.echo(f"\nNext:\n  audiosim search YOUR.wav --catalog {rel}\n  audiosim similar 1 --catalog {rel}\n"
-               f"  datasette {rel}")
+    click.echo(
+        f"\nNext:\n  audiosim search YOUR.wav --catalog {rel}\n  audiosim similar 1 --catalog {rel}\n  datasette {rel}"
+    )
 
 
 def _say(text: str) -> None:

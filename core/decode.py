@@ -4,6 +4,7 @@ soundfile (libsndfile) reads wav, flac, ogg/opus, mp3 and friends; PyAV (FFmpeg)
 (m4a/aac, wma, video containers). soxr resamples as a stream, so a two-hour recording is never
 held in memory whole: callers iterate over blocks of at most ``block_s`` seconds.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """The plugin hooks audiosim offers. Built-in embedders register through the same hook as third-party ones."""
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("audiosim")

@@ -6,6 +6,7 @@ catalog row marked *pending* -> old vectors deleted -> new vectors upserted (ids
 -> segments, tags and *ready* in one catalog transaction. A crash anywhere leaves a pending clip (or none),
 which the next run re-does from scratch; upserts by derived id make the redo idempotent.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,9 +88,7 @@ class Indexer:
         report.failed.extend(scan_problems)
         batches: queue.Queue = queue.Queue(maxsize=4)
         stop = threading.Event()
-        reader = threading.Thread(
-            target=self._read, args=(files, batches, stop), name="audiosim-reader", daemon=True
-        )
+        reader = threading.Thread(target=self._read, args=(files, batches, stop), name="audiosim-reader", daemon=True)
         reader.start()
         try:
             while (batch := batches.get()) is not _DONE:
@@ -140,7 +139,7 @@ class Indexer:
                         pending, finished = [], []
                         if stop.is_set():
                             return
-            except (AudioSimError, OSError, MemoryError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 - whatever one file does, the batch goes on
                 job.error = _reason(e)
             finished.append(job)
         batches.put(_Batch(pending, finished))
@@ -269,4 +268,6 @@ def _reason(e: BaseException) -> str:
         return f"cannot read ({e.strerror or e})"
     if isinstance(e, MemoryError):
         return "out of memory while decoding"
-    return str(e)
+    if isinstance(e, AudioSimError):
+        return str(e)
+    return f"unexpected {type(e).__name__} while decoding: {e}"

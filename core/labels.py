@@ -2,6 +2,7 @@
 
 Source: the Google AudioSet ontology (Gemmeke et al., ICASSP 2017), CC BY 4.0.
 """
+
 from __future__ import annotations
 
 import csv

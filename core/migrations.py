@@ -3,6 +3,7 @@
 Each migration is a list of statements with type placeholders that each dialect fills in. SQLite runs them
 through sqlite-utils' ``Migrations`` helper; MySQL through the small runner in ``catalog_mysql``.
 """
+
 from __future__ import annotations
 
 SQLITE_TYPES = {
@@ -37,7 +38,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 id {pk}, path {text} NOT NULL, path_key {key} NOT NULL UNIQUE, path_raw {blob},
                 content_hash {key}, collection_id {int}, status {key} NOT NULL,
                 duration_s {real}, sample_rate {int}, channels {int}, format {key},
-                size {int}, mtime {real}, segment_count {int}, added_at {key} NOT NULL, updated_at {key} NOT NULL){opts}""",
+                size {int}, mtime {real}, segment_count {int},
+                added_at {key} NOT NULL, updated_at {key} NOT NULL){opts}""",
             "CREATE INDEX idx_clips_content_hash ON clips (content_hash)",
             "CREATE INDEX idx_clips_status ON clips (status)",
             """CREATE TABLE segments (

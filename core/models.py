@@ -1,4 +1,5 @@
 """Choosing an embedder: by name, by what a catalog was built with, or the best one usable here."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Find every embedder: the built-in ones and those of installed plugins (entry point group ``audiosim``)."""
+
 from __future__ import annotations
 
 import pluggy

@@ -1,4 +1,5 @@
 """Find the audio files under some paths, and name them: display text, raw bytes, and a stable key."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,8 +9,31 @@ from collections.abc import Iterable, Iterator
 from .decode import display_path
 
 AUDIO_EXTENSIONS = {
-    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".aifc",
-    ".caf", ".w64", ".rf64", ".au", ".snd", ".wma", ".mka", ".webm", ".mp4", ".3gp", ".amr", ".ac3", ".wv",
+    ".wav",
+    ".wave",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".m4a",
+    ".aac",
+    ".aif",
+    ".aiff",
+    ".aifc",
+    ".caf",
+    ".w64",
+    ".rf64",
+    ".au",
+    ".snd",
+    ".wma",
+    ".mka",
+    ".webm",
+    ".mp4",
+    ".3gp",
+    ".amr",
+    ".ac3",
+    ".wv",
 }
 
 

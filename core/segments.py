@@ -3,6 +3,7 @@
 Every clip gets at least one window; the last window is aligned to the clip's end so no tail goes unheard.
 A clip shorter than a window becomes one short window (embedders loop-pad it).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """The one object adapters talk to: index, search (by file, clip or vector), remove, stats and verify."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -135,7 +136,9 @@ class AudioSim:
         """Query vectors for a file (at most MAX_QUERY_WINDOWS, evenly spread) and their start times."""
         e = self.embedder
         blocks = read_blocks(path, e.sample_rate)
-        windows = list(cut_windows(_first_seconds(blocks, e.sample_rate, MAX_QUERY_S), e.sample_rate, e.window_s, e.hop_s))
+        windows = list(
+            cut_windows(_first_seconds(blocks, e.sample_rate, MAX_QUERY_S), e.sample_rate, e.window_s, e.hop_s)
+        )
         windows = _spread(windows, MAX_QUERY_WINDOWS)
         out = e.embed([w.samples for w in windows])
         return out.vectors, [w.start_s for w in windows]
@@ -184,7 +187,7 @@ class AudioSim:
         while True:
             results = self.store.search(collection.name, vectors, limit, clip_ids=clip_ids)
             best: dict[int, tuple[float, float, float]] = {}
-            for q_start, hits in zip(starts, results):
+            for q_start, hits in zip(starts, results, strict=True):
                 for hit in hits:
                     if hit.clip_id == exclude:
                         continue
@@ -211,7 +214,7 @@ class AudioSim:
             return []
         scores = vectors @ np.stack([stored[vid] for vid, _, _ in present]).T  # (queries, segments)
         best: dict[int, tuple[float, float, float]] = {}
-        for qi, col in zip(*np.unravel_index(np.argsort(-scores, axis=None), scores.shape)):
+        for qi, col in zip(*np.unravel_index(np.argsort(-scores, axis=None), scores.shape), strict=True):
             vid, start, cid = present[col]
             if cid not in best:
                 best[cid] = (float(scores[qi, col]), start, starts[qi])

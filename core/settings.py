@@ -1,4 +1,5 @@
 """Explicit settings for the core. Adapters and the CLI build them; the core never reads the environment."""
+
 from __future__ import annotations
 
 import dataclasses

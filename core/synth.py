@@ -1,4 +1,5 @@
 """Small deterministic test sounds (tones, noise, chirps, clicks, chords) for the demo and the tests."""
+
 from __future__ import annotations
 
 import os

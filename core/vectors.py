@@ -4,6 +4,7 @@ A collection holds one model's vectors. Each row is one segment: its id (derived
 Milvus auto id), its clip id (so a clip's vectors can be deleted or a search restricted to some clips), its
 start time, and the vector. Vectors are L2-normalised by the embedders and compared by cosine.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +16,8 @@ import numpy as np
 from .errors import VectorStoreLocked, VectorStoreUnavailable
 from .settings import is_milvus_server
 
+# HNSW is accepted by Milvus Lite 3.x and by servers alike (Lite rejects IVF_PQ/DISKANN/SCANN, but only once
+# segments are flushed, so a wrong choice would pass a quick test): one index for both engines.
 INSERT_BATCH = 1000
 MAX_LIMIT = 16384  # Milvus' largest top-k
 SEARCH_EF = 256  # measured: recall@10 0.85 at ef 64, 0.98 at 256 on 10k clustered 2048-d vectors; latency unchanged
@@ -88,9 +91,7 @@ class VectorStore:
         # Session consistency: a process always sees its own writes; other processes see them within the server's
         # time tick. Strong would add a ~300 ms wait to every search on a Milvus 2.3 server (measured: 301 ms vs
         # 5 ms p50 at 10k vectors), so only verify's full scans ask for it.
-        self._call(
-            self.client.create_collection, name, schema=schema, index_params=index, consistency_level="Session"
-        )
+        self._call(self.client.create_collection, name, schema=schema, index_params=index, consistency_level="Session")
         self._loaded.add(name)
 
     def _check_dim(self, name: str, dim: int) -> None:
@@ -164,8 +165,10 @@ class VectorStore:
             **kwargs,
         )
         return [
-            [Hit(int(h["id"]), int(h["entity"]["clip_id"]), float(h["entity"]["start_s"]), float(h["distance"]))
-             for h in hits]
+            [
+                Hit(int(h["id"]), int(h["entity"]["clip_id"]), float(h["entity"]["start_s"]), float(h["distance"]))
+                for h in hits
+            ]
             for hits in results
         ]
 
@@ -182,7 +185,11 @@ class VectorStore:
         """Every (vector id, clip id) in the collection."""
         self._ensure_loaded(name)
         iterator = self._call(
-            self.client.query_iterator, name, batch_size=1000, filter="id >= 0", output_fields=["id", "clip_id"],
+            self.client.query_iterator,
+            name,
+            batch_size=1000,
+            filter="id >= 0",
+            output_fields=["id", "clip_id"],
             consistency_level="Strong",
         )
         try:

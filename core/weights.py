@@ -4,6 +4,7 @@ Nothing here runs at import and nothing downloads on its own: ``fetch`` is calle
 ``audiosim models fetch``. Downloads stream to a ``.part`` file (resumed with an HTTP Range request
 after an interruption), are checked against the published MD5, then renamed into place atomically.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -3,6 +3,7 @@
 A service that is not reachable skips its tests locally but fails them in CI (CI=true), so CI can never
 pass by skipping.
 """
+
 from __future__ import annotations
 
 import os
@@ -206,7 +207,9 @@ def drop_collections_of(settings: Settings) -> None:
 @pytest.fixture
 def lite_settings(tmp_path) -> Settings:
     return Settings(
-        catalog=str(tmp_path / "catalog.db"), milvus=str(tmp_path / "vectors.db"), model="dsp-logmel",
+        catalog=str(tmp_path / "catalog.db"),
+        milvus=str(tmp_path / "vectors.db"),
+        model="dsp-logmel",
         model_dir=tmp_path / "models",
     )
 

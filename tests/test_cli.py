@@ -1,4 +1,5 @@
 """The ``audiosim`` command end to end (CliRunner over real files, SQLite and Milvus Lite)."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ import textwrap
 
 import pytest
 from click.testing import CliRunner
+from test_decode import encode_with_pyav
 
 from audiosim.cli import cli
-from audiosim.synth import SR, sound, write
-from test_decode import encode_with_pyav
+from audiosim.synth import SR, write
 
 
 @pytest.fixture
@@ -159,12 +160,17 @@ def test_a_64_kbit_mp3_copy_finds_its_original(tmp_path, corpus, panns_model_dir
 def test_a_store_held_by_another_process_is_explained(tmp_path, sounds):
     store = tmp_path / "held.db"
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from audiosim.vectors import VectorStore
             VectorStore({str(store)!r}); print("ready", flush=True); time.sleep(60)
-        """)],
-        stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "ready"
@@ -177,8 +183,9 @@ def test_a_store_held_by_another_process_is_explained(tmp_path, sounds):
 
 
 def test_unreachable_milvus_server_and_mysql_fail_clearly(tmp_path, sounds):
-    result = cli_run("index", sounds, "--catalog", tmp_path / "c.db", "--milvus", "http://127.0.0.1:9",
-                     "--model", "dsp-logmel")
+    result = cli_run(
+        "index", sounds, "--catalog", tmp_path / "c.db", "--milvus", "http://127.0.0.1:9", "--model", "dsp-logmel"
+    )
     assert result.exit_code == 1 and "Cannot use the Milvus server at http://127.0.0.1:9" in result.output
     result = cli_run("stats", "--catalog", "mysql://root:s3cret@127.0.0.1:9/x")
     assert result.exit_code == 1 and "Cannot reach MySQL catalog mysql://root:***@127.0.0.1:9/x" in result.output

@@ -1,4 +1,5 @@
 """Decoding real files in many formats, and cutting them into windows without holding them whole."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Embedders: the real PANNs Cnn14 architecture (random-weight checkpoint), aiSFX's shipped weights, the DSP one."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The behavioural suite: the same tests against every catalog x vector store pair (SQLite/MySQL x Lite/server)."""
+
 from __future__ import annotations
 
 import os

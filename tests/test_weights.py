@@ -1,4 +1,5 @@
 """``models fetch``: a real HTTP download from a local server (Range support, interruptions, bad checksums)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -131,7 +132,9 @@ def test_http_errors_are_clear(server, tmp_path):
 def test_cli_models_fetch_from_a_mirror(server, tmp_path, monkeypatch):
     """The CLI path, pointed at the local server with --url; the published MD5 still applies, so the
     1 MiB stand-in payload is refused as not being the Cnn14 checkpoint."""
-    result = CliRunner().invoke(cli, ["models", "--model-dir", str(tmp_path), "fetch", "panns-cnn14", "--url", server.url])
+    result = CliRunner().invoke(
+        cli, ["models", "--model-dir", str(tmp_path), "fetch", "panns-cnn14", "--url", server.url]
+    )
     assert result.exit_code == 1
     assert "does not match the published 541141fa2ee191a88f24a3219fff024e" in result.output
     unknown = CliRunner().invoke(cli, ["models", "fetch", "no-such"])

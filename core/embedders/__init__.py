@@ -1,4 +1,5 @@
 """Embedders turn windows of audio into vectors. Subclasses implement ``embed_batch``; the base class batches."""
+
 from __future__ import annotations
 
 import dataclasses

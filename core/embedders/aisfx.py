@@ -3,6 +3,7 @@
 Install it with ``pip install --no-deps aisfx`` (its metadata pins ancient numpy/librosa). We load its
 checkpoint ourselves with ``weights_only=True`` and compute its input spectrogram in numpy.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -3,6 +3,7 @@
 Defined here rather than imported from panns_inference because importing that package runs a ``wget`` of
 the label list; tests check that our parameter names and shapes equal panns_inference's own Cnn14.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,12 +34,24 @@ class Cnn14(nn.Module):
         from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
         self.spectrogram_extractor = Spectrogram(
-            n_fft=WINDOW_SIZE, hop_length=HOP_SIZE, win_length=WINDOW_SIZE, window="hann",
-            center=True, pad_mode="reflect", freeze_parameters=True,
+            n_fft=WINDOW_SIZE,
+            hop_length=HOP_SIZE,
+            win_length=WINDOW_SIZE,
+            window="hann",
+            center=True,
+            pad_mode="reflect",
+            freeze_parameters=True,
         )
         self.logmel_extractor = LogmelFilterBank(
-            sr=SAMPLE_RATE, n_fft=WINDOW_SIZE, n_mels=MEL_BINS, fmin=FMIN, fmax=FMAX,
-            ref=1.0, amin=1e-10, top_db=None, freeze_parameters=True,
+            sr=SAMPLE_RATE,
+            n_fft=WINDOW_SIZE,
+            n_mels=MEL_BINS,
+            fmin=FMIN,
+            fmax=FMAX,
+            ref=1.0,
+            amin=1e-10,
+            top_db=None,
+            freeze_parameters=True,
         )
         self.bn0 = nn.BatchNorm2d(MEL_BINS)
         widths = [1, 64, 128, 256, 512, 1024, 2048]

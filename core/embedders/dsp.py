@@ -1,4 +1,5 @@
 """A weightless embedder: log-mel statistics. Always available; for tests and machines with nothing else."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Spectrogram building blocks in numpy, shared by the embedders that do not use torch front ends."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,9 @@ def mel_to_hz(mel):
     return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
     """HTK-scale triangular filters, each summing to one: shape (n_mels, n_fft // 2 + 1)."""
     fmax = fmax or sample_rate / 2
     bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
@@ -27,7 +30,9 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
 
 def power_spectrogram(batch: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """Centred Hann-window power spectra of a (batch, samples) array: (batch, frames, n_fft // 2 + 1)."""
-    padded = np.pad(batch, ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect" if batch.shape[1] > n_fft // 2 else "constant")
+    padded = np.pad(
+        batch, ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect" if batch.shape[1] > n_fft // 2 else "constant"
+    )
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop]
     spectrum = np.fft.rfft(frames * np.hanning(n_fft + 1)[:-1].astype(np.float32), axis=-1)
     return (spectrum.real**2 + spectrum.imag**2).astype(np.float32)

@@ -1,4 +1,5 @@
 """PANNs Cnn14: 2048-d embeddings plus AudioSet tags, from the official checkpoint in ``model_dir``."""
+
 from __future__ import annotations
 
 import threading
