@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
@@ -199,9 +200,32 @@ class Catalog:
         return [row[0] for row in self._execute("SELECT id FROM clips WHERE status = ? ORDER BY id", [READY])]
 
     def clips_under(self, path_prefix: str) -> list[Clip]:
-        # Compare prefixes in Python: LIKE would treat % and _ in real file names as wildcards.
-        rows = self._clips("status = ? ORDER BY id", [READY])
-        return [c for c in rows if c.path == path_prefix or c.path.startswith(path_prefix.rstrip("/") + "/")]
+        return list(self.clips_by_ids(self.filter_clip_ids(folder=path_prefix)).values())
+
+    def filter_clip_ids(
+        self,
+        tag: str | None = None,
+        min_duration: float | None = None,
+        max_duration: float | None = None,
+        folder: str | None = None,
+    ) -> list[int]:
+        """Ready clips with this tag, within this duration range, at or under this folder."""
+        where, params = ["status = ?"], [READY]
+        if tag is not None:
+            where.append("id IN (SELECT clip_id FROM tags WHERE tag = ?)")
+            params.append(tag)
+        if min_duration is not None:
+            where.append("duration_s >= ?")
+            params.append(min_duration)
+        if max_duration is not None:
+            where.append("duration_s <= ?")
+            params.append(max_duration)
+        rows = self._execute(f"SELECT id, path FROM clips WHERE {' AND '.join(where)} ORDER BY id", params)
+        if folder is not None:
+            # Compare prefixes in Python: LIKE would treat % and _ in real file names as wildcards.
+            prefix = folder.rstrip("/") + "/"
+            rows = [row for row in rows if row[1] == folder or row[1].startswith(prefix)]
+        return [row[0] for row in rows]
 
     def begin_clip(self, path: str, path_key: str, path_raw: bytes, **fields) -> int:
         """Insert or reset a clip as pending (its old segments and tags removed); return its id."""
@@ -239,7 +263,13 @@ class Catalog:
                 "INSERT INTO tags (clip_id, tag, score, tag_rank) VALUES (?, ?, ?, ?)",
                 [(clip_id, tag, float(score), rank) for rank, (tag, score) in enumerate(tags, 1)],
             )
-            columns = {**fields, "segment_count": len(segments), "status": READY, "updated_at": now()}
+            columns = {
+                **fields,
+                "segment_count": len(segments),
+                "tags": json.dumps([tag for tag, _ in tags]),  # a JSON array, so Datasette can facet on it
+                "status": READY,
+                "updated_at": now(),
+            }
             assignments = ", ".join(f"{c} = ?" for c in columns)
             self._execute(f"UPDATE clips SET {assignments} WHERE id = ?", [*columns.values(), clip_id])
 

@@ -69,7 +69,7 @@ class MySQLCatalog(Catalog):
                         try:
                             cur.execute(sql)
                         except pymysql.err.OperationalError as e:
-                            if e.args[0] not in (1050, 1061):  # table / index already exists
+                            if e.args[0] not in (1050, 1060, 1061):  # table, column or index already exists
                                 raise
                     cur.execute("INSERT INTO audiosim_migrations (name) VALUES (%s)", [name])
             finally:

@@ -55,6 +55,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 size {int}, mtime {real}, failed_at {key} NOT NULL){opts}""",
         ],
     ),
+    ("m002_clip_tags_array", ["ALTER TABLE clips ADD COLUMN tags {text}"]),
 ]
 
 
