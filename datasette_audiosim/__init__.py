@@ -6,13 +6,11 @@ import html
 import os
 
 from datasette import hookimpl
-from datasette.utils import actor_matches_allow
 from markupsafe import Markup
 
 from . import sqlfunctions
-from .config import PLUGIN
 from .state import cached_holder, holder_for
-from .views import UPLOAD_PERMISSION, find_similar, stream_audio
+from .views import find_similar, stream_audio
 
 
 @hookimpl
@@ -48,19 +46,6 @@ def prepare_connection(conn, database, datasette):
 
     for name, (fn, arity) in sqlfunctions.make_functions(holder).items():
         conn.create_function(name, arity, fn)
-
-
-@hookimpl
-def permission_allowed(datasette, actor, action):
-    """``audiosim-upload`` (search by uploaded clip) is allowed to everyone unless the plugin's ``allow_upload``
-    setting says otherwise: ``false``, or an allow block such as ``{"id": "root"}``."""
-    if action != UPLOAD_PERMISSION:
-        return None
-    config = datasette.plugin_config(PLUGIN) or {}
-    if "allow_upload" not in config:
-        return None
-    allow = config["allow_upload"]
-    return allow if isinstance(allow, bool) else actor_matches_allow(actor, allow)
 
 
 @hookimpl

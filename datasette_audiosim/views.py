@@ -10,12 +10,10 @@ from datasette.utils.asgi import Forbidden, NotFound, Response
 from audiosim import ClipNotFound, DecodeError
 from audiosim.decode import probe
 
+from .compat import can_upload, can_view_clips
 from .state import holder_for
 from .streaming import send_file
 from .uploads import NoUpload, UploadTooLarge, receive_upload
-
-
-UPLOAD_PERMISSION = "audiosim-upload"
 
 
 class BadRequest(Exception):
@@ -35,14 +33,7 @@ async def _holder_or_404(datasette):
 
 async def check_view(datasette, request, holder) -> None:
     """Viewing follows Datasette's own permissions on the catalog's clips table."""
-    database = holder.config.database
-    if database is None:
-        allowed = await datasette.permission_allowed(request.actor, "view-instance", default=True)
-    else:
-        allowed = await datasette.permission_allowed(
-            request.actor, "view-table", resource=(database, "clips"), default=True
-        ) and await datasette.permission_allowed(request.actor, "view-database", resource=database, default=True)
-    if not allowed:
+    if not await can_view_clips(datasette, request.actor, holder.config.database):
         raise Forbidden("You do not have permission to view this audio catalog")
 
 
@@ -143,7 +134,7 @@ async def _find_similar(datasette, request, holder) -> dict:
     filters = filters_from(request)
     shown_filters = {key: value for key, value in filters.items() if value is not None}
     if request.method == "POST":
-        if not await datasette.permission_allowed(request.actor, UPLOAD_PERMISSION, default=True):
+        if not await can_upload(datasette, request.actor):
             raise Forbidden("You do not have permission to search by upload")
         query, matches = await _search_upload(request, holder, k, filters)
     elif request.args.get("clip"):

@@ -42,6 +42,13 @@ def clip_id_of(path, name: str) -> int:
         return conn.execute("select id from clips where path like ?", [f"%{name}"]).fetchone()[0]
 
 
+def query_path(database: str) -> str:
+    """Where a database's SQL query JSON lives: /db.json on Datasette 0.65, /db/-/query.json on 1.0."""
+    import datasette
+
+    return f"/{database}/-/query.json" if datasette.__version__.startswith("1.") else f"/{database}.json"
+
+
 def root_cookies(ds) -> dict:
     return {"ds_actor": ds.sign({"a": {"id": "root"}}, "actor")}
 
@@ -218,19 +225,19 @@ async def test_sql_functions(catalog):
     ds = await make_datasette(path)
     chirp = clip_id_of(path, "chirp-1.wav")
     sql = f"select value ->> 0 as clip_id, value ->> 1 as score from json_each(audiosim_similar({chirp}, 4))"
-    rows = (await ds.client.get("/audiosim.json", params={"sql": sql, "_shape": "array"})).json()
+    rows = (await ds.client.get(query_path("audiosim"), params={"sql": sql, "_shape": "array"})).json()
     assert len(rows) == 4 and chirp not in [r["clip_id"] for r in rows]
     assert rows == sorted(rows, key=lambda r: -r["score"])
     score = (
         await ds.client.get(
-            "/audiosim.json", params={"sql": f"select audiosim_score({chirp}, {chirp}) as s", "_shape": "array"}
+            query_path("audiosim"), params={"sql": f"select audiosim_score({chirp}, {chirp}) as s", "_shape": "array"}
         )
     ).json()
     assert score[0]["s"] == pytest.approx(1.0, abs=1e-4)
     other = rows[0]["clip_id"]
     pair = (
         await ds.client.get(
-            "/audiosim.json", params={"sql": f"select audiosim_score({chirp}, {other}) as s", "_shape": "array"}
+            query_path("audiosim"), params={"sql": f"select audiosim_score({chirp}, {other}) as s", "_shape": "array"}
         )
     ).json()
     assert pair[0]["s"] == pytest.approx(rows[0]["score"], abs=1e-4)
@@ -240,7 +247,7 @@ async def test_sql_functions(catalog):
         "audiosim_similar('x', 3)",
         "audiosim_score(1, 999999)",
     ]:
-        response = await ds.client.get("/audiosim.json", params={"sql": f"select {bad}"})
+        response = await ds.client.get(query_path("audiosim"), params={"sql": f"select {bad}"})
         assert response.status_code == 400 and not response.json()["ok"]
 
 
@@ -279,4 +286,4 @@ async def test_no_catalog_means_no_pages(tmp_path):
     ds = await make_datasette(plain)
     assert (await ds.client.get("/-/audiosim")).status_code == 404
     assert "Find similar audio" not in (await ds.client.get("/")).text
-    assert json.loads((await ds.client.get("/plain.json?sql=select 1 as x&_shape=array")).text) == [{"x": 1}]
+    assert json.loads((await ds.client.get(query_path("plain") + "?sql=select 1 as x&_shape=array")).text) == [{"x": 1}]
