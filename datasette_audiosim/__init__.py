@@ -10,7 +10,7 @@ from markupsafe import Markup
 
 from . import sqlfunctions
 from .state import cached_holder, holder_for
-from .views import find_similar, stream_audio
+from .views import find_similar, spectrogram, stream_audio
 
 
 @hookimpl
@@ -18,6 +18,7 @@ def register_routes():
     return [
         (r"^/-/audiosim(\.(?P<format>json))?$", find_similar),
         (r"^/-/audiosim/audio/(?P<clip_id>[0-9]+)$", stream_audio),
+        (r"^/-/audiosim/spectrogram/(?P<clip_id>[0-9]+)\.png$", spectrogram),
     ]
 
 
@@ -61,10 +62,12 @@ def render_cell(row, value, column, table, database, datasette):
     if status != "ready":
         return None
     audio = datasette.urls.path(f"/-/audiosim/audio/{clip_id}")
+    picture = datasette.urls.path(f"/-/audiosim/spectrogram/{clip_id}.png")
     similar = datasette.urls.path(f"/-/audiosim?clip={clip_id}")
     name = os.path.basename(str(value))
     return Markup(
         f'<div class="audiosim-cell"><span title="{html.escape(str(value))}">{html.escape(name)}</span><br>'
+        f'<img src="{picture}" alt="spectrogram" width="240" height="48" loading="lazy"><br>'
         f'<audio controls preload="none" src="{audio}"></audio><br>'
         f'<a class="audiosim-similar" href="{similar}">Find similar</a></div>'
     )

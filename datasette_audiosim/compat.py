@@ -1,4 +1,5 @@
 """Permission checks that work on Datasette 0.65 (``permission_allowed``) and 1.0 (``allowed`` with resources)."""
+
 from __future__ import annotations
 
 from datasette.utils import actor_matches_allow

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import weakref
 
 from audiosim.service import AudioSim
 
 from .config import PluginConfig, load_config
+
+
+class LRU:
+    """A small thread-safe least-recently-used cache (spectrogram thumbnails)."""
+
+    def __init__(self, size: int):
+        self.size, self._items, self._lock = size, collections.OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 class ServiceHolder:
@@ -19,6 +41,7 @@ class ServiceHolder:
         self.config = config
         self._service: AudioSim | None = None
         self._lock = threading.Lock()
+        self.thumbnails = LRU(512)
 
     def call(self, fn):
         """Run ``fn(service)`` in this thread, holding the lock."""

@@ -7,10 +7,11 @@ import tempfile
 
 from datasette.utils.asgi import Forbidden, NotFound, Response
 
-from audiosim import ClipNotFound, DecodeError
+from audiosim import AudioSimError, ClipNotFound, DecodeError
 from audiosim.decode import probe
 
 from .compat import can_upload, can_view_clips
+from .spectrogram import spectrogram_png
 from .state import holder_for
 from .streaming import send_file
 from .uploads import NoUpload, UploadTooLarge, receive_upload
@@ -86,6 +87,7 @@ def match_dict(datasette, holder, service, match) -> dict:
         "format": clip.format,
         "tags": [{"tag": t, "score": round(s, 4)} for t, s in service.catalog.tags(clip.id)],
         "audio_url": datasette.urls.path(f"/-/audiosim/audio/{clip.id}"),
+        "spectrogram_url": datasette.urls.path(f"/-/audiosim/spectrogram/{clip.id}.png"),
         "similar_url": datasette.urls.path(f"/-/audiosim?clip={clip.id}"),
         "row_url": datasette.urls.row(database, "clips", str(clip.id)) if database else None,
     }
@@ -99,8 +101,9 @@ async def find_similar(datasette, request):
         await check_view(datasette, request, holder)
         context = await _find_similar(datasette, request, holder)
         status = 200
-    except (BadRequest, PayloadTooLarge) as e:
-        status = 413 if isinstance(e, PayloadTooLarge) else 400
+    except (BadRequest, PayloadTooLarge, AudioSimError) as e:
+        # AudioSimError here is the vector store or model being unavailable: say so instead of a bare 500.
+        status = 413 if isinstance(e, PayloadTooLarge) else 400 if isinstance(e, BadRequest) else 503
         if as_json:
             return Response.json({"ok": False, "error": str(e)}, status=status)
         context = {"error": str(e), "results": None, "query": None, "filters": {}, "k": 10}
@@ -188,10 +191,28 @@ async def _search_upload(request, holder, k, filters):
     return {"upload": name}, matches
 
 
-async def stream_audio(datasette, request, send):
-    """GET /-/audiosim/audio/ID: the catalogued file of clip ID, never a path taken from the request."""
+async def spectrogram(datasette, request):
+    """GET /-/audiosim/spectrogram/ID.png: a thumbnail of the catalogued file of clip ID."""
     holder = await _holder_or_404(datasette)
     await check_view(datasette, request, holder)
+    clip = await _catalogued_clip(holder, request)
+
+    def draw(service):
+        key = (clip.id, clip.content_hash)
+        cached = holder.thumbnails.get(key)
+        if cached is None:
+            try:
+                cached = spectrogram_png(clip.fs_path)
+            except DecodeError:
+                raise NotFound("This clip's file can no longer be decoded") from None
+            holder.thumbnails.put(key, cached)
+        return cached
+
+    png = await holder.run(draw)
+    return Response(png, content_type="image/png", headers={"cache-control": "private, max-age=86400"})
+
+
+async def _catalogued_clip(holder, request):
     try:
         clip_id = int(request.url_vars["clip_id"])
         clip = await holder.run(lambda s: s.catalog.clip(clip_id))
@@ -199,6 +220,14 @@ async def stream_audio(datasette, request, send):
         raise NotFound("No such clip") from None
     if not os.path.isfile(clip.fs_path):
         raise NotFound("The file of this clip is missing; run audiosim verify")
+    return clip
+
+
+async def stream_audio(datasette, request, send):
+    """GET /-/audiosim/audio/ID: the catalogued file of clip ID, never a path taken from the request."""
+    holder = await _holder_or_404(datasette)
+    await check_view(datasette, request, holder)
+    clip = await _catalogued_clip(holder, request)
     await send_file(send, clip.fs_path, request.headers.get("range"), {"cache-control": "private, max-age=3600"})
 
 

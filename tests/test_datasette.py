@@ -287,3 +287,21 @@ async def test_no_catalog_means_no_pages(tmp_path):
     assert (await ds.client.get("/-/audiosim")).status_code == 404
     assert "Find similar audio" not in (await ds.client.get("/")).text
     assert json.loads((await ds.client.get(query_path("plain") + "?sql=select 1 as x&_shape=array")).text) == [{"x": 1}]
+
+
+@pytest.mark.asyncio
+async def test_spectrogram_thumbnails(catalog):
+    path, _ = catalog
+    ds = await make_datasette(path)
+    clip = clip_id_of(path, "chirp-2.wav")
+    response = await ds.client.get(f"/-/audiosim/spectrogram/{clip}.png")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    png = response.content
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png[12:16] == b"IHDR"
+    assert int.from_bytes(png[16:20], "big") == 240 and int.from_bytes(png[20:24], "big") == 48
+    again = await ds.client.get(f"/-/audiosim/spectrogram/{clip}.png")
+    assert again.content == png  # served from the cache, identical
+    other = await ds.client.get(f"/-/audiosim/spectrogram/{clip_id_of(path, 'hum-1.wav')}.png")
+    assert other.content != png
+    assert (await ds.client.get("/-/audiosim/spectrogram/999999.png")).status_code == 404
+    assert f"/-/audiosim/spectrogram/{clip}.png" in (await ds.client.get("/audiosim/clips")).text
