@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from datasette import __version__ as datasette_version
 from conftest import unavailable
 
 CHROMIUM = "/usr/bin/chromium"
@@ -111,8 +112,12 @@ def test_table_to_similar_results_that_play_then_upload(served, browser):
     scores = [float(s) for s in page.locator("ol.audiosim-results .score").all_inner_texts()]
     assert scores == sorted(scores, reverse=True)
     assert audio_duration(page, "ol.audiosim-results li:first-child audio") > 0
+    page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(img => { img.loading = 'eager'; })")
+    page.wait_for_load_state("networkidle")
+    widths = page.eval_on_selector_all("img.audiosim-spectrogram", "imgs => imgs.map(i => i.naturalWidth)")
+    assert widths == [240] * 10  # every thumbnail decoded
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "find-similar.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"find-similar-datasette-{datasette_version}.png"), full_page=True)
 
     page.click("ol.audiosim-results li:first-child >> text=More like this")  # hop onward
     page.wait_for_selector("ol.audiosim-results li")
@@ -124,4 +129,4 @@ def test_table_to_similar_results_that_play_then_upload(served, browser):
     page.wait_for_selector("ol.audiosim-results li")
     assert "the uploaded" in page.inner_text("h2")
     assert page.inner_text("ol.audiosim-results li:first-child strong") == "chord-2.wav"
-    page.screenshot(path=str(ARTIFACTS / "find-similar-upload.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"find-similar-upload-datasette-{datasette_version}.png"), full_page=True)
