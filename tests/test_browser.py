@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from datasette import __version__ as datasette_version
 from conftest import unavailable
+from datasette import __version__ as datasette_version
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -305,3 +305,24 @@ async def test_spectrogram_thumbnails(catalog):
     assert other.content != png
     assert (await ds.client.get("/-/audiosim/spectrogram/999999.png")).status_code == 404
     assert f"/-/audiosim/spectrogram/{clip}.png" in (await ds.client.get("/audiosim/clips")).text
+
+
+@pytest.mark.asyncio
+async def test_tags_with_markup_are_escaped_and_filterable(catalog):
+    import sqlite3
+
+    path, _ = catalog
+    hum = clip_id_of(path, "hum-2.wav")
+    hostile = '<img src=x onerror="alert(1)">'
+    with sqlite3.connect(path) as conn:
+        conn.execute("insert into tags (clip_id, tag, score, tag_rank) values (?, ?, 0.9, 1)", [hum, hostile])
+        conn.execute("update clips set tags = ? where id = ?", [json.dumps([hostile]), hum])
+    ds = await make_datasette(path)
+    tone = clip_id_of(path, "tone-1.wav")
+    page = await ds.client.get("/-/audiosim", params={"clip": tone, "k": 5, "tag": hostile})
+    assert page.status_code == 200 and hostile not in page.text
+    assert "&lt;img src=x onerror=" in page.text
+    data = (await ds.client.get("/-/audiosim.json", params={"clip": tone, "tag": hostile})).json()
+    assert [r["clip_id"] for r in data["results"]] == [hum] and data["results"][0]["tags"][0]["tag"] == hostile
+    facets = (await ds.client.get("/audiosim/clips.json", params={"_facet_array": "tags"})).text
+    assert "onerror" in facets  # the facet sees it (as data, JSON-escaped)
