@@ -26,6 +26,16 @@ def _quiet_third_party_logs():
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+model_dir_option = click.option(
+    "--model-dir",
+    envvar="AUDIOSIM_MODEL_DIR",
+    type=click.Path(path_type=Path),
+    default=lambda: str(Path.home() / "panns_data"),
+    show_default="~/panns_data",
+    help="Folder holding model checkpoints",
+)
+
+
 def store_options(fn):
     """--catalog, --milvus, --milvus-token, --model, --model-dir: each also from an AUDIOSIM_ variable."""
     options = [
@@ -49,14 +59,7 @@ def store_options(fn):
             default=None,
             help="Embedder name (see: audiosim models)  [default: the catalog's, else the best usable]",
         ),
-        click.option(
-            "--model-dir",
-            envvar="AUDIOSIM_MODEL_DIR",
-            type=click.Path(path_type=Path),
-            default=lambda: str(Path.home() / "panns_data"),
-            show_default="~/panns_data",
-            help="Folder holding model checkpoints",
-        ),
+        model_dir_option,
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -206,13 +209,7 @@ def similar(settings, clip_id, limit, as_json):
 
 @cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
-@click.option(
-    "--model-dir",
-    envvar="AUDIOSIM_MODEL_DIR",
-    type=click.Path(path_type=Path),
-    default=lambda: str(Path.home() / "panns_data"),
-    show_default="~/panns_data",
-)
+@model_dir_option
 @click.pass_context
 def models(ctx, as_json, model_dir):
     """List the embedders, whether each is usable here, and why not.
@@ -333,13 +330,7 @@ def remove(settings, paths):
 @cli.command()
 @click.argument("folder", default="audiosim-demo", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--model", envvar="AUDIOSIM_MODEL", default=None, help="Embedder  [default: the best usable]")
-@click.option(
-    "--model-dir",
-    envvar="AUDIOSIM_MODEL_DIR",
-    type=click.Path(path_type=Path),
-    default=lambda: str(Path.home() / "panns_data"),
-    show_default="~/panns_data",
-)
+@model_dir_option
 @handle_errors
 def demo(folder, model, model_dir):
     """Build a small demo catalog offline (generated sounds) and search it.
