@@ -196,9 +196,6 @@ class Catalog:
     def clips_with_status(self, status: str) -> list[Clip]:
         return self._clips("status = ? ORDER BY id", [status])
 
-    def ready_clip_ids(self) -> list[int]:
-        return [row[0] for row in self._execute("SELECT id FROM clips WHERE status = ? ORDER BY id", [READY])]
-
     def clips_under(self, path_prefix: str) -> list[Clip]:
         return list(self.clips_by_ids(self.filter_clip_ids(folder=path_prefix)).values())
 
@@ -301,18 +298,6 @@ class Catalog:
                 "SELECT vector_id, start_s, end_s FROM segments WHERE clip_id = ? ORDER BY seq", [clip_id]
             )
         ]
-
-    def segment_starts(self, vector_ids: Iterable[int]) -> dict[int, tuple[float, float]]:
-        ids = list(vector_ids)
-        found = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ", ".join("?" * len(chunk))
-            for vid, start, end in self._execute(
-                f"SELECT vector_id, start_s, end_s FROM segments WHERE vector_id IN ({marks})", chunk
-            ):
-                found[vid] = (start, end)
-        return found
 
     def ready_vector_counts(self) -> dict[int, int]:
         """clip id -> number of segments, for every ready clip."""

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .catalog import DELETING, PENDING, READY, Clip, Collection, clip_of_vector, open_catalog
+from .catalog import DELETING, PENDING, Clip, Collection, clip_of_vector, open_catalog
 from .decode import display_path, read_blocks
 from .embedders import Embedder
 from .errors import AudioSimError, ClipNotFound
@@ -301,4 +301,4 @@ def _spread(items: list, most: int) -> list:
     return [items[i] for i in picks]
 
 
-__all__ = ["AudioSim", "Match", "VerifyReport", "READY"]
+__all__ = ["AudioSim", "Match", "VerifyReport"]
