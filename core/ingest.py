@@ -77,7 +77,7 @@ class Indexer:
         report = IndexReport()
         self._finish_interrupted_deletes()
         scan_problems: list[tuple[str, str]] = []
-        files = list(audio_files(paths, scan_problems))
+        files = list(dict.fromkeys(audio_files(paths, scan_problems)))  # overlapping arguments: each file once
         known = set(files)
         # Clips a crashed run left pending are redone even if this run was pointed elsewhere.
         for clip in self.catalog.clips_with_status(PENDING):

@@ -38,6 +38,12 @@ def test_reindexing_an_unchanged_folder_embeds_nothing(backend, sounds):
         assert sim.stats()["vectors"] == before["vectors"]
 
 
+def test_overlapping_arguments_index_each_file_once(lite_settings, sounds):
+    with AudioSim(lite_settings) as sim:
+        report = sim.index([sounds, sounds / "tone.wav", sounds])
+        assert sorted(report.indexed) == sorted(str(p) for p in sounds.iterdir())
+
+
 def test_changed_file_is_reembedded_under_the_same_id(backend, sounds):
     target = sounds / "tone.wav"
     with AudioSim(backend) as sim:
