@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import secrets
@@ -311,6 +312,71 @@ class Catalog:
     def tags(self, clip_id: int) -> list[tuple[str, float]]:
         rows = self._execute("SELECT tag, score FROM tags WHERE clip_id = ? ORDER BY tag_rank", [clip_id])
         return [(tag, score) for tag, score in rows]
+
+    # -- labelling (the Label Studio backend) -------------------------------------------------------
+    def set_task_clip(self, project: str, task_id: int, clip_id: int) -> None:
+        with self.transaction():
+            self._execute("DELETE FROM label_tasks WHERE project = ? AND task_id = ?", [project, task_id])
+            self._execute(
+                "INSERT INTO label_tasks (project, task_id, clip_id) VALUES (?, ?, ?)", [project, task_id, clip_id]
+            )
+
+    def task_clips(self, project: str) -> dict[int, int]:
+        """task id -> clip id for every task of the project seen so far."""
+        rows = self._execute("SELECT task_id, clip_id FROM label_tasks WHERE project = ?", [project])
+        return {task_id: clip_id for task_id, clip_id in rows}
+
+    def set_annotation(self, project: str, annotation_id: int, task_id: int, labels: list[str]) -> None:
+        """Replace what one annotation says (an update re-labels; an empty list clears it)."""
+        with self.transaction():
+            self._execute(
+                "DELETE FROM label_annotations WHERE project = ? AND annotation_id = ?", [project, annotation_id]
+            )
+            self._executemany(
+                "INSERT INTO label_annotations (project, annotation_id, task_id, label, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(project, annotation_id, task_id, label, now()) for label in dict.fromkeys(labels)],
+            )
+
+    def delete_annotations(self, project: str, annotation_ids: list[int]) -> None:
+        with self.transaction():
+            for annotation_id in annotation_ids:
+                self._execute(
+                    "DELETE FROM label_annotations WHERE project = ? AND annotation_id = ?", [project, annotation_id]
+                )
+
+    def replace_annotations(self, project: str, rows: list[tuple[int, int, list[str]]]) -> None:
+        """Make the project's annotations exactly ``rows`` of (annotation id, task id, labels): a full re-sync."""
+        with self.transaction():
+            self._execute("DELETE FROM label_annotations WHERE project = ?", [project])
+            for annotation_id, task_id, labels in rows:
+                self.set_annotation(project, annotation_id, task_id, labels)
+
+    def labelled_clips(self, project: str) -> dict[int, list[str]]:
+        """clip id -> labels annotators gave it in this project (ready clips of known tasks only)."""
+        rows = self._execute(
+            "SELECT label_tasks.clip_id, label_annotations.label FROM label_annotations "
+            "JOIN label_tasks ON label_tasks.project = label_annotations.project "
+            "AND label_tasks.task_id = label_annotations.task_id "
+            "JOIN clips ON clips.id = label_tasks.clip_id "
+            "WHERE label_annotations.project = ? AND clips.status = ? ORDER BY label_annotations.annotation_id",
+            [project, READY],
+        )
+        found: dict[int, list[str]] = {}
+        for clip_id, label in rows:
+            found.setdefault(clip_id, [])
+            if label not in found[clip_id]:
+                found[clip_id].append(label)
+        return found
+
+    def label_state(self, project: str) -> str:
+        """A short digest of the project's annotations: it changes exactly when a label changes."""
+        rows = self._execute(
+            "SELECT annotation_id, task_id, label FROM label_annotations WHERE project = ? "
+            "ORDER BY annotation_id, label",
+            [project],
+        )
+        return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()[:10]
 
     # -- failures ------------------------------------------------------------------------------
     def record_failure(self, path: str, path_key: str, error: str, size: int | None, mtime: float | None) -> None:

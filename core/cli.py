@@ -362,5 +362,24 @@ def demo(folder, model, model_dir):
     )
 
 
+@cli.command("label-studio-backend")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("-p", "--port", default=9090, show_default=True, type=int)
+def label_studio_backend(host, port):
+    """Serve the Label Studio ML backend (settings from AUDIOSIM_* and LABEL_STUDIO_* variables).
+
+    \b
+    audiosim label-studio-backend --port 9090
+    """
+    try:
+        from labelstudio_backend.app import main
+    except ImportError as e:
+        raise click.ClickException(
+            f"The Label Studio backend is not installed ({e.name} missing): "
+            "pip install 'datasette-audiosim[labelstudio]' && pip install --no-deps label-studio-ml==1.0.9"
+        ) from e
+    main(host, port)
+
+
 def _say(text: str) -> None:
     click.echo(text, err=True)

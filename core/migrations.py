@@ -56,6 +56,20 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     ("m002_clip_tags_array", ["ALTER TABLE clips ADD COLUMN tags {text}"]),
+    (
+        "m003_labelling",
+        [
+            # Which clip each labelling task's audio is, per Label Studio project.
+            """CREATE TABLE label_tasks (
+                project {key} NOT NULL, task_id {int} NOT NULL, clip_id {int} NOT NULL,
+                PRIMARY KEY (project, task_id)){opts}""",
+            # The labels annotators gave: one row per chosen label of each annotation.
+            """CREATE TABLE label_annotations (
+                project {key} NOT NULL, annotation_id {int} NOT NULL, task_id {int} NOT NULL, label {key} NOT NULL,
+                updated_at {key} NOT NULL, PRIMARY KEY (project, annotation_id, label)){opts}""",
+            "CREATE INDEX idx_label_annotations_task ON label_annotations (project, task_id)",
+        ],
+    ),
 ]
 
 

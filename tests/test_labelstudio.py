@@ -1,0 +1,213 @@
+"""The Label Studio ML backend through label-studio-ml's Flask app (``test_client``), with task JSON as Label
+Studio sends it, a real catalog, Milvus Lite and generated audio."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from audiosim import Settings
+from audiosim.synth import sound, write
+from labelstudio_backend.app import create_app
+from labelstudio_backend.config import BackendConfig
+
+KINDS = ["tone", "noise", "chirp", "clicks"]
+CONFIG = """<View>
+  <Audio name="audio" value="$audio"/>
+  <Choices name="label" toName="audio" choice="single">
+    <Choice value="tone"/><Choice value="noise"/><Choice value="chirp"/><Choice value="clicks"/>
+  </Choices>
+  <TextArea name="similar_clips" toName="audio" editable="false"/>
+</View>"""
+PROJECT = "3.1732000000"
+
+
+@pytest.fixture
+def tasks(tmp_path):
+    """Five clips of each kind, as Label Studio tasks: local-storage URLs under a document root."""
+    root = tmp_path / "files"
+    out = []
+    for k, kind in enumerate(KINDS):
+        for i in range(5):
+            write(root / "audio" / f"{kind}-{i}.wav", sound(kind, 1.5 + 0.3 * i, seed=10 * k + i))
+            out.append(
+                {
+                    "id": 100 + 10 * k + i,
+                    "data": {"audio": f"/data/local-files/?d=audio/{kind}-{i}.wav"},
+                    "annotations": [],
+                    "predictions": [],
+                    "project": 3,
+                    "kind": kind,
+                }
+            )
+    return root, out
+
+
+@pytest.fixture
+def client(tmp_path, tasks):
+    root, _ = tasks
+    config = BackendConfig(
+        settings=Settings(str(tmp_path / "c.db"), str(tmp_path / "v.db"), model="aisfx"),
+        local_files_root=root,
+        cache_dir=tmp_path / "cache",
+    )
+    app = create_app(config)
+    yield app.test_client()
+    app.config["AUDIOSIM_LABELER"].close()
+
+
+def annotate(client, task, label, annotation_id, action="ANNOTATION_CREATED"):
+    body = {
+        "action": action,
+        "annotation": {
+            "id": annotation_id,
+            "task": task["id"],
+            "result": [{"from_name": "label", "to_name": "audio", "type": "choices", "value": {"choices": [label]}}],
+        },
+        "task": {k: v for k, v in task.items() if k != "kind"},
+        "project": {"id": 3, "label_config": CONFIG},
+    }
+    response = client.post("/webhook", json=body)
+    assert response.status_code == 201, response.get_data(as_text=True)
+
+
+def predict(client, tasks):
+    response = client.post(
+        "/predict",
+        json={
+            "tasks": [{k: v for k, v in t.items() if k != "kind"} for t in tasks],
+            "project": PROJECT,
+            "label_config": CONFIG,
+            "params": {"login": None, "password": None, "context": None},
+        },
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["results"]
+
+
+def choice(prediction):
+    for item in prediction["result"]:
+        if item["type"] == "choices":
+            return item["value"]["choices"][0]
+    return None
+
+
+def test_health_setup_and_versions(client):
+    assert client.get("/health").status_code == 200
+    version = client.post(
+        "/setup",
+        json={
+            "project": PROJECT,
+            "schema": CONFIG,
+            "hostname": "http://localhost:8080",
+            "access_token": "abc",
+            "extra_params": None,
+        },
+    ).get_json()["model_version"]
+    assert version.startswith("audiosim-aisfx-v1-")
+    assert client.get("/versions?project=3").get_json() == {"versions": [version]}
+    assert client.post("/versions", json={"project": PROJECT}).get_json() == {"versions": [version]}
+
+
+def test_nothing_labelled_gives_no_guess_but_shows_neighbours(client, tasks):
+    _, all_tasks = tasks
+    results = predict(client, all_tasks[:3])
+    assert len(results) == 3
+    for prediction in results:
+        assert choice(prediction) is None  # no labels, no matching tags: no prediction rather than a guess
+        assert len(prediction["neighbors"]) >= 1
+        text = [r for r in prediction["result"] if r["type"] == "textarea"]
+        assert text and text[0]["from_name"] == "similar_clips" and text[0]["value"]["text"]
+
+
+def test_suggests_the_label_of_the_nearest_labelled_clips_and_learns(client, tasks):
+    _, all_tasks = tasks
+    before = client.post("/setup", json={"project": PROJECT, "schema": CONFIG}).get_json()["model_version"]
+    annotation = 1
+    for kind in KINDS:
+        for task in [t for t in all_tasks if t["kind"] == kind][:2]:
+            annotate(client, task, kind, annotation)
+            annotation += 1
+    after = client.post("/setup", json={"project": PROJECT, "schema": CONFIG}).get_json()["model_version"]
+    assert after != before  # the label state is part of the version
+    assert client.post("/setup", json={"project": PROJECT, "schema": CONFIG}).get_json()["model_version"] == after
+
+    unlabelled = [t for t in all_tasks if int(str(t["id"])[-1]) >= 2]
+    results = predict(client, unlabelled)
+    assert [choice(p) for p in results] == [t["kind"] for t in unlabelled]
+    assert all(0 < p["score"] <= 1 and p["model_version"] == after for p in results)
+    neighbour_tasks = {n["task_id"] for p in results for n in p["neighbors"]}
+    assert neighbour_tasks & {t["id"] for t in all_tasks}  # neighbours are named by task id
+
+    # Relabel: an update replaces what the annotation said.
+    tone_tasks = [t for t in all_tasks if t["kind"] == "tone"]
+    annotate(client, tone_tasks[0], "noise", 1, action="ANNOTATION_UPDATED")
+    annotate(client, tone_tasks[1], "noise", 2, action="ANNOTATION_UPDATED")
+    assert choice(predict(client, tone_tasks[2:3])[0]) != "tone"
+
+    # Deleting the annotations that taught "chirp" changes chirp suggestions at once.
+    chirp_ids = [5, 6]
+    response = client.post(
+        "/webhook",
+        json={"action": "ANNOTATIONS_DELETED", "annotations": [{"id": i} for i in chirp_ids], "project": {"id": 3}},
+    )
+    assert response.status_code == 201
+    assert choice(predict(client, [t for t in all_tasks if t["kind"] == "chirp"][2:3])[0]) != "chirp"
+
+
+def test_a_task_that_cannot_be_fetched_gets_no_prediction_and_the_batch_goes_on(client, tasks, tmp_path):
+    root, all_tasks = tasks
+    (root / "audio" / "broken.wav").write_bytes(b"RIFF garbage")
+    bad = [
+        {"id": 900, "data": {"audio": "/data/local-files/?d=audio/broken.wav"}},
+        {"id": 901, "data": {"audio": "/data/local-files/?d=../../../../etc/passwd"}},
+        {"id": 902, "data": {"audio": "http://127.0.0.1:9/nothing.wav"}},
+        {"id": 903, "data": {}},
+    ]
+    annotate(client, all_tasks[0], "tone", 1)
+    results = predict(client, bad + all_tasks[1:2])
+    assert [p["result"] for p in results[:4]] == [[], [], [], []]
+    assert choice(results[4]) == "tone"
+
+
+def test_start_training_without_label_studio_says_what_is_missing(client):
+    response = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 3, "label_config": CONFIG}})
+    assert response.status_code == 500 and "LABEL_STUDIO_URL" in response.get_json()["error"]
+
+
+def test_basic_auth(tmp_path, tasks):
+    root, _ = tasks
+    config = BackendConfig(
+        settings=Settings(str(tmp_path / "a.db"), str(tmp_path / "a-v.db"), model="dsp-logmel"),
+        basic_auth=("ls", "s3cret"),
+        local_files_root=root,
+        cache_dir=tmp_path / "cache",
+    )
+    app = create_app(config)
+    client = app.test_client()
+    assert client.get("/health").status_code == 401
+    assert client.post("/predict", json={"tasks": []}).status_code == 401
+    good = {"Authorization": "Basic " + base64.b64encode(b"ls:s3cret").decode()}
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"ls:nope").decode()}
+    assert client.get("/health", headers=wrong).status_code == 401
+    assert client.get("/health", headers=good).status_code == 200
+    app.config["AUDIOSIM_LABELER"].close()
+
+
+def test_config_from_environment(tmp_path):
+    config = BackendConfig.from_env(
+        {
+            "AUDIOSIM_CATALOG": str(tmp_path / "x.db"),
+            "AUDIOSIM_MILVUS": "http://milvus:19530",
+            "AUDIOSIM_MODEL": "aisfx",
+            "LABEL_STUDIO_URL": "http://ls:8080/",
+            "LABEL_STUDIO_API_KEY": "k",
+            "BASIC_AUTH_USER": "u",
+            "BASIC_AUTH_PASS": "p",
+            "LOCAL_FILES_DOCUMENT_ROOT": "/data",
+        }
+    )
+    assert config.settings.milvus_uri == "http://milvus:19530" and config.settings.model == "aisfx"
+    assert config.label_studio_url == "http://ls:8080" and config.basic_auth == ("u", "p")
+    assert str(config.local_files_root) == "/data"
