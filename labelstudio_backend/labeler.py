@@ -156,7 +156,7 @@ class Labeler:
         ]
         label, score = self._vote(clip_id, labelled, control) if labelled else self._from_tags(clip_id, control)
         if label is not None:
-            prediction["result"].append(self._choice(control, label))
+            prediction["result"].append(self._choice(control, label, service.catalog.clip(clip_id).duration_s))
             prediction["score"] = round(score, 4)
         if control.get("similar_area"):
             lines = [
@@ -198,13 +198,16 @@ class Labeler:
         return None, 0.0
 
     @staticmethod
-    def _choice(control: dict, label: str) -> dict:
-        key = "choices" if control["type"] == "choices" else "labels"
+    def _choice(control: dict, label: str, duration_s: float | None) -> dict:
+        if control["type"] == "choices":
+            value = {"choices": [label]}
+        else:  # <Labels> on audio are regions: suggest one covering the whole clip
+            value = {"start": 0.0, "end": round(duration_s or 0.0, 3), "channel": 0, "labels": [label]}
         return {
             "from_name": control["from_name"],
             "to_name": control["to_name"],
             "type": control["type"],
-            "value": {key: [label]},
+            "value": value,
         }
 
     # -- learn ---------------------------------------------------------------------------------------------

@@ -211,3 +211,93 @@ def test_config_from_environment(tmp_path):
     assert config.settings.milvus_uri == "http://milvus:19530" and config.settings.model == "aisfx"
     assert config.label_studio_url == "http://ls:8080" and config.basic_auth == ("u", "p")
     assert str(config.local_files_root) == "/data"
+
+
+LABELS_CONFIG = """<View>
+  <Labels name="kind" toName="audio"><Label value="tone"/><Label value="noise"/></Labels>
+  <Audio name="audio" value="$audio"/>
+</View>"""
+
+
+def test_labels_config_gets_a_region_over_the_whole_clip(client, tasks):
+    _, all_tasks = tasks
+    tone, noise = [t for t in all_tasks if t["kind"] == "tone"], [t for t in all_tasks if t["kind"] == "noise"]
+    for annotation_id, task in enumerate(tone[:2] + noise[:2], 1):
+        label = task["kind"]
+        body = {
+            "action": "ANNOTATION_CREATED",
+            "annotation": {
+                "id": annotation_id,
+                "result": [
+                    {
+                        "from_name": "kind",
+                        "to_name": "audio",
+                        "type": "labels",
+                        "value": {"start": 0.1, "end": 0.9, "labels": [label]},
+                    }
+                ],
+            },
+            "task": {"id": task["id"], "data": task["data"]},
+            "project": {"id": 3, "label_config": LABELS_CONFIG},
+        }
+        assert client.post("/webhook", json=body).status_code == 201
+    response = client.post(
+        "/predict",
+        json={
+            "tasks": [{"id": tone[3]["id"], "data": tone[3]["data"]}],
+            "project": PROJECT,
+            "label_config": LABELS_CONFIG,
+        },
+    )
+    (region,) = response.get_json()["results"][0]["result"]
+    assert region["type"] == "labels" and region["value"]["labels"] == ["tone"]
+    assert region["value"]["start"] == 0.0 and region["value"]["end"] == pytest.approx(1.5 + 0.3 * 3, abs=0.01)
+
+
+def test_label_studio_urls_are_downloaded_with_the_token(tmp_path):
+    """/data/upload/ audio comes from Label Studio over HTTP with the API token (a local server stands in)."""
+    import http.server
+    import threading
+
+    wav = write(tmp_path / "srv" / "x.wav", sound("chirp", 2.0, seed=3)).read_bytes()
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            if self.headers.get("Authorization") != "Token tok123":
+                self.send_error(401)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(wav)))
+            self.end_headers()
+            self.wfile.write(wav)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        config = BackendConfig(
+            settings=Settings(str(tmp_path / "d.db"), str(tmp_path / "d-v.db"), model="dsp-logmel"),
+            label_studio_url=url,
+            api_key="tok123",
+            cache_dir=tmp_path / "cache",
+        )
+        app = create_app(config)
+        response = app.test_client().post(
+            "/predict",
+            json={
+                "tasks": [{"id": 1, "data": {"audio": "/data/upload/1/abc-x.wav"}}],
+                "project": PROJECT,
+                "label_config": CONFIG,
+            },
+        )
+        assert response.status_code == 200 and response.get_json()["results"][0]["model_version"]
+        assert seen[0] == ("/data/upload/1/abc-x.wav", "Token tok123")
+        assert list((tmp_path / "cache").glob("*.wav"))  # cached for the next prediction
+        app.config["AUDIOSIM_LABELER"].close()
+    finally:
+        server.shutdown()

@@ -258,3 +258,13 @@ def test_label_studio_end_to_end(stack):
     retrieve(ls, project)
     latest = [max(predictions_of(ls, t), key=lambda p: p["id"]) for t in chirp_tasks]
     assert all(suggested(p) != "chirp" for p in latest), latest
+
+    # START_TRAINING (Label Studio's "Start training") re-syncs every annotation from Label Studio's API.
+    request = urllib.request.Request(
+        backend_url + "/webhook",
+        data=json.dumps({"action": "START_TRAINING", "project": {"id": project}}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=300) as response:
+        assert json.load(response)["annotations"] == len(annotations) - 2  # the two chirp ones are gone
