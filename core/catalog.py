@@ -81,6 +81,7 @@ class Catalog:
     """Dialect-neutral catalog operations. Subclasses supply ``_execute``, ``transaction`` and ``close``."""
 
     url: str
+    integrity_errors: tuple[type[Exception], ...] = ()  # the driver's "unique key violated"
 
     # -- dialect hooks -------------------------------------------------------------------------
     def _execute(self, sql: str, params: Sequence = ()) -> list[tuple]:
@@ -143,12 +144,16 @@ class Catalog:
     def catalog_id(self) -> str:
         """A random id given to this catalog once: Milvus collection names carry it, so two catalogs on one
         Milvus server never share (or repair away) each other's vectors."""
-        with self.transaction():
-            found = self.meta("catalog_id")
-            if found is None:
-                found = secrets.token_hex(4)
-                self._execute("INSERT INTO audiosim_meta (name, value) VALUES (?, ?)", ["catalog_id", found])
-        return found
+
+        def read_or_create():
+            with self.transaction():
+                found = self.meta("catalog_id")
+                if found is None:
+                    found = secrets.token_hex(4)
+                    self._execute("INSERT INTO audiosim_meta (name, value) VALUES (?, ?)", ["catalog_id", found])
+            return found
+
+        return self._once_more_on_conflict(read_or_create)
 
     def collection(self) -> Collection | None:
         rows = self._execute(
@@ -157,13 +162,16 @@ class Catalog:
         return Collection(*rows[0]) if rows else None
 
     def bind_collection(self, name, model, model_version, dim, sample_rate, window_s, hop_s) -> Collection:
-        with self.transaction():
-            if self.collection() is None:
-                self._execute(
-                    "INSERT INTO collections (name, model, model_version, dim, sample_rate, window_s, hop_s, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [name, model, model_version, dim, sample_rate, window_s, hop_s, now()],
-                )
+        def bind():
+            with self.transaction():
+                if self.collection() is None:
+                    self._execute(
+                        "INSERT INTO collections (name, model, model_version, dim, sample_rate, window_s, hop_s, "
+                        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [name, model, model_version, dim, sample_rate, window_s, hop_s, now()],
+                    )
+
+        self._once_more_on_conflict(bind)
         return self.collection()
 
     # -- clips ---------------------------------------------------------------------------------
@@ -227,6 +235,17 @@ class Catalog:
 
     def begin_clip(self, path: str, path_key: str, path_raw: bytes, **fields) -> int:
         """Insert or reset a clip as pending (its old segments and tags removed); return its id."""
+        return self._once_more_on_conflict(lambda: self._begin_clip(path, path_key, path_raw, fields))
+
+    def _once_more_on_conflict(self, write):
+        """Run a look-up-then-insert write; if another process inserted the same key in between (MySQL does not
+        serialise writers as SQLite does), run it again: the look-up now finds the row."""
+        try:
+            return write()
+        except self.integrity_errors:
+            return write()
+
+    def _begin_clip(self, path: str, path_key: str, path_raw: bytes, fields: dict) -> int:
         stamp = now()
         with self.transaction():
             existing = self._execute("SELECT id FROM clips WHERE path_key = ?", [path_key])
@@ -315,11 +334,14 @@ class Catalog:
 
     # -- labelling (the Label Studio backend) -------------------------------------------------------
     def set_task_clip(self, project: str, task_id: int, clip_id: int) -> None:
-        with self.transaction():
-            self._execute("DELETE FROM label_tasks WHERE project = ? AND task_id = ?", [project, task_id])
-            self._execute(
-                "INSERT INTO label_tasks (project, task_id, clip_id) VALUES (?, ?, ?)", [project, task_id, clip_id]
-            )
+        def replace():
+            with self.transaction():
+                self._execute("DELETE FROM label_tasks WHERE project = ? AND task_id = ?", [project, task_id])
+                self._execute(
+                    "INSERT INTO label_tasks (project, task_id, clip_id) VALUES (?, ?, ?)", [project, task_id, clip_id]
+                )
+
+        self._once_more_on_conflict(replace)
 
     def task_clips(self, project: str) -> dict[int, int]:
         """task id -> clip id for every task of the project seen so far."""
@@ -380,12 +402,15 @@ class Catalog:
 
     # -- failures ------------------------------------------------------------------------------
     def record_failure(self, path: str, path_key: str, error: str, size: int | None, mtime: float | None) -> None:
-        with self.transaction():
-            self._execute("DELETE FROM failures WHERE path_key = ?", [path_key])
-            self._execute(
-                "INSERT INTO failures (path_key, path, error, size, mtime, failed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [path_key, path, error, size, mtime, now()],
-            )
+        def replace():
+            with self.transaction():
+                self._execute("DELETE FROM failures WHERE path_key = ?", [path_key])
+                self._execute(
+                    "INSERT INTO failures (path_key, path, error, size, mtime, failed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    [path_key, path, error, size, mtime, now()],
+                )
+
+        self._once_more_on_conflict(replace)
 
     def clear_failure(self, path_key: str) -> None:
         with self.transaction():

@@ -37,6 +37,8 @@ def redact(url: str) -> str:
 
 
 class MySQLCatalog(Catalog):
+    integrity_errors = (pymysql.err.IntegrityError,)
+
     def __init__(self, url: str):
         self.url = redact(url)
         self._full_url = url  # kept out of messages: only reopen() uses it

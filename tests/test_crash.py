@@ -73,3 +73,43 @@ def test_sigkill_at_many_moments_then_resume(tmp_path):
         assert stats["vectors"] == stats["segments"]
         for wav in sorted(folder.iterdir())[::7]:
             assert sim.search_file(wav, k=1)[0].clip.path == str(wav)
+
+
+@pytest.mark.slow
+@pytest.mark.mysql
+@pytest.mark.server
+def test_two_indexers_at_once_on_mysql_and_a_milvus_server(tmp_path, mysql_url, milvus_server):
+    """A shared deployment: two indexers over the same folder at the same time, no duplicates, nothing lost."""
+    from conftest import drop_collections_of
+
+    folder = tmp_path / "sounds"
+    for i in range(60):
+        write(folder / f"{i:03d}.wav", sound(KINDS[i % 6], 1.0 + (i % 4), seed=i))
+    command = [
+        AUDIOSIM,
+        "index",
+        str(folder),
+        "--catalog",
+        mysql_url,
+        "--milvus",
+        milvus_server,
+        "--model",
+        "dsp-logmel",
+        "--json",
+    ]
+    settings = Settings(mysql_url, milvus_server, model="dsp-logmel")
+    try:
+        runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outputs = [run.communicate(timeout=600) for run in runs]
+        for run, (out, err) in zip(runs, outputs, strict=True):
+            assert run.returncode == 0, out + err
+        with AudioSim(settings) as sim:
+            rows = sim.catalog._execute("SELECT path, status FROM clips")
+            assert sorted(path for path, _ in rows) == sorted(str(p) for p in folder.iterdir())  # each once
+            assert {status for _, status in rows} == {"ready"}
+            report = sim.verify()
+            assert report.ok, report.problems
+            stats = sim.stats()
+            assert stats["clips"] == 60 and stats["vectors"] == stats["segments"]
+    finally:
+        drop_collections_of(settings)

@@ -1,4 +1,5 @@
 """A two-hour recording is indexed in bounded memory: streamed in blocks, never decoded whole."""
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,8 @@ def test_two_hour_recording_indexes_in_bounded_memory(tmp_path):
             f.write(collage(60.0, seed=minute, sr=8000))
     process = subprocess.Popen(
         [AUDIOSIM, "index", str(path), "--catalog", str(tmp_path / "c.db"), "--model", "dsp-logmel"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     output = process.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(process.pid, 0)  # this child's own peak, not the session's other children
