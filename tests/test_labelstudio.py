@@ -301,3 +301,32 @@ def test_label_studio_urls_are_downloaded_with_the_token(tmp_path):
         app.config["AUDIOSIM_LABELER"].close()
     finally:
         server.shutdown()
+
+
+def test_before_any_label_audioset_tags_that_match_a_choice_are_suggested(tmp_path, tasks, panns_model_dir):
+    """Nothing labelled yet: the model's AudioSet tags stand in when one matches a choice name, compared
+    case-insensitively and singular/plural ("Speech" tag -> "speeches" choice)."""
+    from audiosim.service import AudioSim
+
+    root, all_tasks = tasks
+    settings = Settings(
+        str(tmp_path / "t.db"), str(tmp_path / "t-v.db"), model="panns-cnn14", model_dir=panns_model_dir
+    )
+    task = all_tasks[0]
+    audio = str(root / "audio" / "tone-0.wav")
+    with AudioSim(settings) as sim:
+        sim.index([audio])
+        top_tag = sim.catalog.tags(1)[0][0]
+    choice_name = top_tag.split(",")[0].upper() + "S"  # another case, plural
+    config_xml = (
+        f'<View><Audio name="audio" value="$audio"/><Choices name="label" toName="audio">'
+        f'<Choice value="{choice_name}"/><Choice value="Nothing like it"/></Choices></View>'
+    )
+    app = create_app(BackendConfig(settings=settings, local_files_root=root, cache_dir=tmp_path / "cache"))
+    response = app.test_client().post(
+        "/predict",
+        json={"tasks": [{"id": task["id"], "data": task["data"]}], "project": PROJECT, "label_config": config_xml},
+    )
+    prediction = response.get_json()["results"][0]
+    assert choice(prediction) == choice_name and 0 < prediction["score"] <= 1
+    app.config["AUDIOSIM_LABELER"].close()
