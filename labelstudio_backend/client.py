@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
-from .fetch import FetchError
+from .fetch import FetchError, open_with_token
 
 
 class LabelStudioClient:
@@ -16,21 +14,8 @@ class LabelStudioClient:
         self.url, self.token = url.rstrip("/"), token
 
     def _get(self, path: str):
-        schemes = ["Bearer", "Token"] if self.token.count(".") == 2 else ["Token", "Bearer"]
-        error = None
-        for scheme in schemes:
-            request = urllib.request.Request(self.url + path, headers={"Authorization": f"{scheme} {self.token}"})
-            try:
-                with urllib.request.urlopen(request, timeout=120) as response:
-                    return json.load(response)
-            except urllib.error.HTTPError as e:
-                error = f"HTTP {e.code}"
-                if e.code not in (401, 403):
-                    break
-            except (urllib.error.URLError, OSError) as e:
-                error = str(getattr(e, "reason", e))
-                break
-        raise FetchError(f"Label Studio API {path} failed: {error}")
+        with open_with_token(self.url + path, self.token, timeout=120) as response:
+            return json.load(response)
 
     def project(self, project: str) -> dict:
         return self._get(f"/api/projects/{project}")

@@ -51,34 +51,41 @@ def _same_origin(url: str, base: str | None) -> bool:
     return (a.scheme, a.netloc) == (b.scheme, b.netloc)
 
 
+def open_with_token(url: str, token: str | None, timeout: float):
+    """urlopen with Label Studio's credentials. It accepts legacy tokens as "Token x" and JWT access tokens as
+    "Bearer x": try the likelier scheme first, the other after a 401/403. Raises FetchError with the reason."""
+    schemes = (["Bearer", "Token"] if token.count(".") == 2 else ["Token", "Bearer"]) if token else [None]
+    error = None
+    for scheme in schemes:
+        request = urllib.request.Request(url, headers={"Authorization": f"{scheme} {token}"} if scheme else {})
+        try:
+            return urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as e:
+            error = f"HTTP {e.code}"
+            if e.code not in (401, 403):
+                break
+        except (urllib.error.URLError, OSError) as e:
+            error = str(getattr(e, "reason", e))
+            break
+    raise FetchError(f"{url}: {error}")
+
+
 def _download(url: str, token: str | None, cache_dir: Path) -> str:
     suffix = os.path.splitext(urllib.parse.urlsplit(url).path)[1][:8] or ".audio"
     target = cache_dir / (hashlib.sha256(url.encode()).hexdigest()[:32] + suffix)
     if target.is_file() and target.stat().st_size:
         return str(target)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # Label Studio accepts legacy tokens as "Token x" and JWT access tokens as "Bearer x": try the likelier first.
-    schemes = ["Bearer", "Token"] if token and token.count(".") == 2 else ["Token", "Bearer"]
-    last_error = None
-    for scheme in schemes if token else [None]:
-        request = urllib.request.Request(url, headers={"Authorization": f"{scheme} {token}"} if scheme else {})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                part = target.with_name(target.name + ".part")
-                size = 0
-                with open(part, "wb") as out:
-                    while chunk := response.read(1 << 20):
-                        size += len(chunk)
-                        if size > MAX_DOWNLOAD:
-                            raise FetchError(f"{url} is larger than {MAX_DOWNLOAD} bytes")
-                        out.write(chunk)
-                os.replace(part, target)
-                return str(target)
-        except urllib.error.HTTPError as e:
-            last_error = f"HTTP {e.code}"
-            if e.code not in (401, 403):
-                break
-        except (urllib.error.URLError, OSError) as e:
-            last_error = str(getattr(e, "reason", e))
-            break
-    raise FetchError(f"cannot download {url}: {last_error}")
+    part = target.with_name(target.name + ".part")
+    try:
+        with open_with_token(url, token, timeout=60) as response, open(part, "wb") as out:
+            size = 0
+            while chunk := response.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_DOWNLOAD:
+                    raise FetchError(f"{url} is larger than {MAX_DOWNLOAD} bytes")
+                out.write(chunk)
+    except OSError as e:
+        raise FetchError(f"cannot download {url}: {e}") from e
+    os.replace(part, target)
+    return str(target)
