@@ -254,9 +254,7 @@ class Indexer:
 
     # -- deletes -------------------------------------------------------------------------------
     def _delete_clip(self, clip_id: int) -> None:
-        self.catalog.set_status(clip_id, DELETING)
-        self.store.delete_clips(self.collection, [clip_id])
-        self.catalog.delete_clip(clip_id)
+        delete_clip(self.catalog, self.store, self.collection, clip_id)
 
     def _finish_interrupted_deletes(self) -> None:
         for clip in self.catalog.clips_with_status(DELETING):
@@ -271,3 +269,11 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, AudioSimError):
         return str(e)
     return f"unexpected {type(e).__name__} while decoding: {e}"
+
+
+def delete_clip(catalog: Catalog, store: VectorStore, collection: str, clip_id: int) -> None:
+    """Remove a clip in crash-safe order: marked *deleting*, then its vectors, then its rows. A crash in between
+    leaves a *deleting* clip, which the next index run (or verify --repair) finishes."""
+    catalog.set_status(clip_id, DELETING)
+    store.delete_clips(collection, [clip_id])
+    catalog.delete_clip(clip_id)

@@ -13,7 +13,7 @@ from .catalog import DELETING, PENDING, Clip, Collection, clip_of_vector, open_c
 from .decode import display_path, read_blocks
 from .embedders import Embedder
 from .errors import AudioSimError, ClipNotFound
-from .ingest import Indexer, IndexReport
+from .ingest import Indexer, IndexReport, delete_clip
 from .models import choose_embedder
 from .scan import path_key
 from .segments import cut_windows
@@ -124,9 +124,7 @@ class AudioSim:
             if not clips:
                 raise ClipNotFound(f"No catalogued clip at or under {display_path(path)}")
             for clip in clips:
-                self.catalog.set_status(clip.id, DELETING)
-                self.store.delete_clips(collection.name, [clip.id])
-                self.catalog.delete_clip(clip.id)
+                delete_clip(self.catalog, self.store, collection.name, clip.id)
                 self.catalog.clear_failure(clip.path_key)
                 removed.append(clip)
         return removed
@@ -205,9 +203,9 @@ class AudioSim:
         """Milvus filters inside the ANN index (HNSW on Milvus Lite, IVF on a server) can drop hits of a selective
         filter; when the allowed clips are few, score their segments exactly instead."""
         clips = self.catalog.clips_by_ids(c for c in clip_ids if c != exclude)
+        if sum(clip.segment_count or 0 for clip in clips.values()) > EXACT_FILTER_SEGMENTS:
+            return None  # decided from the clip rows, before reading any segment
         segments = [(vid, start, cid) for cid in clips for vid, start, _ in self.catalog.segments(cid)]
-        if len(segments) > EXACT_FILTER_SEGMENTS:
-            return None
         stored = self.store.vectors(collection.name, [vid for vid, _, _ in segments]) if segments else {}
         present = [(vid, start, cid) for vid, start, cid in segments if vid in stored]
         if not present:
@@ -276,8 +274,7 @@ class AudioSim:
             redo.append(clip_id)
         deleting = [c for c in unfinished if c.status == DELETING]
         for clip in deleting:
-            self.store.delete_clips(collection.name, [clip.id])
-            self.catalog.delete_clip(clip.id)
+            delete_clip(self.catalog, self.store, collection.name, clip.id)
             report.repaired.append(f"finished removing clip {clip.id}")
         if redo or len(deleting) < len(unfinished):
             result = self.index([])
