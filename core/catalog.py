@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import os
+import random
 import secrets
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from .errors import ClipNotFound
@@ -77,11 +80,36 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+WRITE_ATTEMPTS = 6
+
+
+def retried(write):
+    """Run a write again, whole, when a concurrent writer got in its way: MySQL does not serialise writers as
+    SQLite does, so two indexers can deadlock, time out on a row lock, or insert the same key between a
+    look-up and an insert (the re-run's look-up then finds the row). Inside an outer transaction the
+    outermost retried write re-runs instead, since the database rolled everything back."""
+
+    @functools.wraps(write)
+    def run(self, *args, **kwargs):
+        if self._depth:
+            return write(self, *args, **kwargs)
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return write(self, *args, **kwargs)
+            except self.retryable_errors:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * 2**attempt)  # jitter, so the two writers part ways
+
+    return run
+
+
 class Catalog:
     """Dialect-neutral catalog operations. Subclasses supply ``_execute``, ``transaction`` and ``close``."""
 
     url: str
-    integrity_errors: tuple[type[Exception], ...] = ()  # the driver's "unique key violated"
+    # The driver's "unique key violated", and on MySQL "deadlock" and "lock wait timeout": see ``retried``.
+    retryable_errors: tuple[type[Exception], ...] = ()
 
     # -- dialect hooks -------------------------------------------------------------------------
     def _execute(self, sql: str, params: Sequence = ()) -> list[tuple]:
@@ -141,19 +169,16 @@ class Catalog:
         rows = self._execute("SELECT value FROM audiosim_meta WHERE name = ?", [name])
         return rows[0][0] if rows else None
 
+    @retried
     def catalog_id(self) -> str:
         """A random id given to this catalog once: Milvus collection names carry it, so two catalogs on one
         Milvus server never share (or repair away) each other's vectors."""
-
-        def read_or_create():
-            with self.transaction():
-                found = self.meta("catalog_id")
-                if found is None:
-                    found = secrets.token_hex(4)
-                    self._execute("INSERT INTO audiosim_meta (name, value) VALUES (?, ?)", ["catalog_id", found])
-            return found
-
-        return self._once_more_on_conflict(read_or_create)
+        with self.transaction():
+            found = self.meta("catalog_id")
+            if found is None:
+                found = secrets.token_hex(4)
+                self._execute("INSERT INTO audiosim_meta (name, value) VALUES (?, ?)", ["catalog_id", found])
+        return found
 
     def collection(self) -> Collection | None:
         rows = self._execute(
@@ -161,17 +186,15 @@ class Catalog:
         )
         return Collection(*rows[0]) if rows else None
 
+    @retried
     def bind_collection(self, name, model, model_version, dim, sample_rate, window_s, hop_s) -> Collection:
-        def bind():
-            with self.transaction():
-                if self.collection() is None:
-                    self._execute(
-                        "INSERT INTO collections (name, model, model_version, dim, sample_rate, window_s, hop_s, "
-                        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [name, model, model_version, dim, sample_rate, window_s, hop_s, now()],
-                    )
-
-        self._once_more_on_conflict(bind)
+        with self.transaction():
+            if self.collection() is None:
+                self._execute(
+                    "INSERT INTO collections (name, model, model_version, dim, sample_rate, window_s, hop_s, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [name, model, model_version, dim, sample_rate, window_s, hop_s, now()],
+                )
         return self.collection()
 
     # -- clips ---------------------------------------------------------------------------------
@@ -233,19 +256,9 @@ class Catalog:
             rows = [row for row in rows if row[1] == folder or row[1].startswith(prefix)]
         return [row[0] for row in rows]
 
+    @retried
     def begin_clip(self, path: str, path_key: str, path_raw: bytes, **fields) -> int:
         """Insert or reset a clip as pending (its old segments and tags removed); return its id."""
-        return self._once_more_on_conflict(lambda: self._begin_clip(path, path_key, path_raw, fields))
-
-    def _once_more_on_conflict(self, write):
-        """Run a look-up-then-insert write; if another process inserted the same key in between (MySQL does not
-        serialise writers as SQLite does), run it again: the look-up now finds the row."""
-        try:
-            return write()
-        except self.integrity_errors:
-            return write()
-
-    def _begin_clip(self, path: str, path_key: str, path_raw: bytes, fields: dict) -> int:
         stamp = now()
         with self.transaction():
             existing = self._execute("SELECT id FROM clips WHERE path_key = ?", [path_key])
@@ -267,6 +280,7 @@ class Catalog:
     def _insert(self, sql: str, params: Sequence) -> int:
         raise NotImplementedError
 
+    @retried
     def finish_clip(self, clip_id: int, segments: list[tuple[float, float]], tags: list[tuple[str, float]], **fields):
         """Record segments and tags and mark the clip ready, in one transaction (after its vectors are stored)."""
         with self.transaction():
@@ -290,6 +304,7 @@ class Catalog:
             assignments = ", ".join(f"{c} = ?" for c in columns)
             self._execute(f"UPDATE clips SET {assignments} WHERE id = ?", [*columns.values(), clip_id])
 
+    @retried
     def move_clip(self, clip_id: int, path: str, path_key: str, path_raw: bytes, mtime: float) -> None:
         with self.transaction():
             self._execute(
@@ -297,14 +312,17 @@ class Catalog:
                 [path, path_key, path_raw, mtime, now(), clip_id],
             )
 
+    @retried
     def touch_clip(self, clip_id: int, mtime: float) -> None:
         with self.transaction():
             self._execute("UPDATE clips SET mtime = ? WHERE id = ?", [mtime, clip_id])
 
+    @retried
     def set_status(self, clip_id: int, status: str) -> None:
         with self.transaction():
             self._execute("UPDATE clips SET status = ?, updated_at = ? WHERE id = ?", [status, now(), clip_id])
 
+    @retried
     def delete_clip(self, clip_id: int) -> None:
         with self.transaction():
             for table, column in (("segments", "clip_id"), ("tags", "clip_id"), ("clips", "id")):
@@ -333,21 +351,20 @@ class Catalog:
         return [(tag, score) for tag, score in rows]
 
     # -- labelling (the Label Studio backend) -------------------------------------------------------
+    @retried
     def set_task_clip(self, project: str, task_id: int, clip_id: int) -> None:
-        def replace():
-            with self.transaction():
-                self._execute("DELETE FROM label_tasks WHERE project = ? AND task_id = ?", [project, task_id])
-                self._execute(
-                    "INSERT INTO label_tasks (project, task_id, clip_id) VALUES (?, ?, ?)", [project, task_id, clip_id]
-                )
-
-        self._once_more_on_conflict(replace)
+        with self.transaction():
+            self._execute("DELETE FROM label_tasks WHERE project = ? AND task_id = ?", [project, task_id])
+            self._execute(
+                "INSERT INTO label_tasks (project, task_id, clip_id) VALUES (?, ?, ?)", [project, task_id, clip_id]
+            )
 
     def task_clips(self, project: str) -> dict[int, int]:
         """task id -> clip id for every task of the project seen so far."""
         rows = self._execute("SELECT task_id, clip_id FROM label_tasks WHERE project = ?", [project])
         return {task_id: clip_id for task_id, clip_id in rows}
 
+    @retried
     def set_annotation(self, project: str, annotation_id: int, task_id: int, labels: list[str]) -> None:
         """Replace what one annotation says (an update re-labels; an empty list clears it)."""
         with self.transaction():
@@ -360,6 +377,7 @@ class Catalog:
                 [(project, annotation_id, task_id, label, now()) for label in dict.fromkeys(labels)],
             )
 
+    @retried
     def delete_annotations(self, project: str, annotation_ids: list[int]) -> None:
         with self.transaction():
             for annotation_id in annotation_ids:
@@ -367,6 +385,7 @@ class Catalog:
                     "DELETE FROM label_annotations WHERE project = ? AND annotation_id = ?", [project, annotation_id]
                 )
 
+    @retried
     def replace_annotations(self, project: str, rows: list[tuple[int, int, list[str]]]) -> None:
         """Make the project's annotations exactly ``rows`` of (annotation id, task id, labels): a full re-sync."""
         with self.transaction():
@@ -401,17 +420,16 @@ class Catalog:
         return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()[:10]
 
     # -- failures ------------------------------------------------------------------------------
+    @retried
     def record_failure(self, path: str, path_key: str, error: str, size: int | None, mtime: float | None) -> None:
-        def replace():
-            with self.transaction():
-                self._execute("DELETE FROM failures WHERE path_key = ?", [path_key])
-                self._execute(
-                    "INSERT INTO failures (path_key, path, error, size, mtime, failed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    [path_key, path, error, size, mtime, now()],
-                )
+        with self.transaction():
+            self._execute("DELETE FROM failures WHERE path_key = ?", [path_key])
+            self._execute(
+                "INSERT INTO failures (path_key, path, error, size, mtime, failed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [path_key, path, error, size, mtime, now()],
+            )
 
-        self._once_more_on_conflict(replace)
-
+    @retried
     def clear_failure(self, path_key: str) -> None:
         with self.transaction():
             self._execute("DELETE FROM failures WHERE path_key = ?", [path_key])

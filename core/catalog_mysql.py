@@ -8,7 +8,7 @@ import urllib.parse
 import pymysql
 
 from .catalog import Catalog
-from .errors import CatalogUnavailable
+from .errors import CatalogBusy, CatalogUnavailable
 from .migrations import MIGRATIONS, MYSQL_TYPES, render
 
 
@@ -36,8 +36,11 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+DEADLOCK, LOCK_WAIT_TIMEOUT = 1213, 1205
+
+
 class MySQLCatalog(Catalog):
-    integrity_errors = (pymysql.err.IntegrityError,)
+    retryable_errors = (pymysql.err.IntegrityError, CatalogBusy)
 
     def __init__(self, url: str):
         self.url = redact(url)
@@ -50,7 +53,15 @@ class MySQLCatalog(Catalog):
             raise CatalogUnavailable(f"Cannot reach MySQL catalog {self.url}: {e.args[-1]}") from e
 
     def _connect(self):
-        return pymysql.connect(**self._params, charset="utf8mb4", autocommit=True, connect_timeout=10, read_timeout=120)
+        return pymysql.connect(
+            **self._params,
+            charset="utf8mb4",
+            autocommit=True,
+            connect_timeout=10,
+            read_timeout=120,
+            # Row locks only: REPEATABLE READ's gap locks make two indexers deadlock on inserts of new clips.
+            init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        )
 
     def _migrate(self):
         with self.conn.cursor() as cur:
@@ -84,7 +95,12 @@ class MySQLCatalog(Catalog):
             with self.conn.cursor() as cur:
                 return fn(cur)
         except pymysql.err.OperationalError as e:
-            raise CatalogUnavailable(f"MySQL catalog {self.url} failed: {e.args[-1]}") from e
+            raise self._failure(e) from e
+
+    def _failure(self, e: pymysql.err.OperationalError) -> CatalogUnavailable:
+        if e.args and e.args[0] in (DEADLOCK, LOCK_WAIT_TIMEOUT):
+            return CatalogBusy(f"MySQL catalog {self.url} is busy: {e.args[-1]}")
+        return CatalogUnavailable(f"MySQL catalog {self.url} failed: {e.args[-1]}")
 
     def _reconnect_if_dropped(self):
         # Outside a transaction a dropped connection (server restart, idle timeout) is simply reopened.
@@ -115,7 +131,7 @@ class MySQLCatalog(Catalog):
         try:
             self.conn.commit()
         except pymysql.err.OperationalError as e:
-            raise CatalogUnavailable(f"MySQL catalog {self.url} failed: {e.args[-1]}") from e
+            raise self._failure(e) from e
 
     def _rollback(self):
         with contextlib.suppress(pymysql.err.MySQLError):

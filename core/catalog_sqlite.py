@@ -26,7 +26,7 @@ def _migrations() -> Migrations:
 
 
 class SQLiteCatalog(Catalog):
-    integrity_errors = (sqlite3.IntegrityError,)
+    retryable_errors = (sqlite3.IntegrityError,)
 
     def __init__(self, path: str | Path):
         self.url = str(path)

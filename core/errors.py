@@ -37,5 +37,9 @@ class CatalogUnavailable(AudioSimError):
     """The catalog database could not be reached or opened."""
 
 
+class CatalogBusy(CatalogUnavailable):
+    """A write lost to a concurrent writer (deadlock, lock wait timeout); it is safe to run again."""
+
+
 class ClipNotFound(AudioSimError):
     """No clip in the catalog has that id or path."""
