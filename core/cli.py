@@ -37,7 +37,7 @@ model_dir_option = click.option(
 
 
 def store_options(fn):
-    """--catalog, --milvus, --milvus-token, --model, --model-dir: each also from an AUDIOSIM_ variable."""
+    """--catalog, --milvus, --milvus-token, --model, --model-dir, --runtime: each also from an AUDIOSIM_ variable."""
     options = [
         click.option(
             "--catalog",
@@ -60,13 +60,21 @@ def store_options(fn):
             help="Embedder name (see: audiosim models)  [default: the catalog's, else the best usable]",
         ),
         model_dir_option,
+        click.option(
+            "--runtime",
+            envvar="AUDIOSIM_RUNTIME",
+            type=click.Choice(["auto", "torch", "onnx"]),
+            default="auto",
+            show_default=True,
+            help="Engine for neural models: auto = ONNX Runtime on CPU when installed, torch on a GPU",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
 
     @functools.wraps(fn)
-    def wrapper(catalog, milvus, milvus_token, model, model_dir, **kwargs):
-        settings = Settings(catalog, milvus, milvus_token, model, Path(model_dir).expanduser())
+    def wrapper(catalog, milvus, milvus_token, model, model_dir, runtime, **kwargs):
+        settings = Settings(catalog, milvus, milvus_token, model, Path(model_dir).expanduser(), runtime=runtime)
         return fn(settings=settings, **kwargs)
 
     return wrapper

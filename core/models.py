@@ -43,7 +43,9 @@ def default_model_name(model_dir: Path) -> str:
     raise ModelNotAvailable("No embedder is usable here; run: audiosim models")
 
 
-def choose_embedder(requested: str | None, collection: Collection | None, model_dir: Path, batch_size: int = 16):
+def choose_embedder(
+    requested: str | None, collection: Collection | None, model_dir: Path, batch_size: int = 16, runtime: str = "auto"
+):
     """The embedder to use with a catalog: the requested one (which must match the catalog's), else the
     catalog's own, else the best usable one."""
     classes = embedder_classes()
@@ -57,7 +59,7 @@ def choose_embedder(requested: str | None, collection: Collection | None, model_
     name = requested or (collection.model if collection else default_model_name(model_dir))
     if name not in classes:  # the catalog's model came from a plugin that is no longer installed
         raise ModelNotAvailable(f"This catalog was built with {name}, which is not installed here")
-    embedder: Embedder = classes[name](model_dir=model_dir, batch_size=batch_size)
+    embedder: Embedder = classes[name](model_dir=model_dir, batch_size=batch_size, runtime=runtime)
     if collection and (embedder.version != collection.model_version or embedder.dim != collection.dim):
         raise ModelMismatch(
             f"This catalog was built with {collection.identity}, but the installed {name} is {embedder.identity}: "

@@ -89,7 +89,11 @@ class AudioSim:
     def embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = choose_embedder(
-                self.settings.model, self.catalog.collection(), self.settings.model_dir, self.settings.batch_size
+                self.settings.model,
+                self.catalog.collection(),
+                self.settings.model_dir,
+                self.settings.batch_size,
+                self.settings.runtime,
             )
         return self._embedder
 

@@ -77,6 +77,44 @@ def test_panns_loads_the_checkpoint_and_embeds(panns_model_dir):
     assert (sims[~np.eye(7, dtype=bool)] < 0.98).all()  # different sounds give clearly different vectors
 
 
+def test_onnx_runtime_reproduces_torch_and_caches_its_export(panns_model_dir, tmp_path):
+    from audiosim.embedders import onnx_runtime
+
+    folder = tmp_path / "models"
+    shutil.copytree(panns_model_dir, folder, ignore=shutil.ignore_patterns("*.onnx"))
+    windows = [sound(kind, 2.0, seed=i) for i, kind in enumerate(KINDS)]
+    by_torch = PannsCnn14(model_dir=folder, runtime="torch")
+    fast = PannsCnn14(model_dir=folder, runtime="onnx")
+    assert (by_torch.engine, fast.engine) == ("torch", "onnxruntime")
+    want, got = by_torch.embed(windows), fast.embed(windows)
+    # Float reassociation differs between the engines: the same vectors to search, not to the last bit.
+    assert (np.sum(want.vectors * got.vectors, axis=1) > 0.9999).all()
+    assert np.abs(want.class_scores - got.class_scores).max() < 1e-3
+    cached = onnx_runtime.cache_path(fast.checkpoint_path)
+    assert cached.exists() and not list(folder.glob("*.partial"))
+    stamp = cached.stat().st_mtime_ns
+    assert PannsCnn14(model_dir=folder, runtime="auto").engine == "onnxruntime"  # auto picks it on CPU
+    assert cached.stat().st_mtime_ns == stamp  # the second load reused the export
+
+
+def test_a_torn_onnx_cache_is_rebuilt_and_a_replaced_checkpoint_reexported(panns_model_dir, tmp_path, caplog):
+    from audiosim.embedders import onnx_runtime
+
+    folder = tmp_path / "models"
+    shutil.copytree(panns_model_dir, folder, ignore=shutil.ignore_patterns("*.onnx"))
+    checkpoint = folder / PannsCnn14.checkpoint.filename
+    cached = onnx_runtime.cache_path(checkpoint)
+    cached.write_bytes(b"\x08\x07 half a graph")
+    window = [sound("noise", 2.0, seed=1)]
+    expected = PannsCnn14(model_dir=folder, runtime="torch").embed(window).vectors
+    fast = PannsCnn14(model_dir=folder, runtime="onnx")
+    assert fast.engine == "onnxruntime" and float(fast.embed(window).vectors[0] @ expected[0]) > 0.9999
+    assert cached.stat().st_size > 1_000_000
+    os.utime(checkpoint, ns=(1, 1))  # a replaced checkpoint: the old export must not be used for it
+    assert PannsCnn14(model_dir=folder, runtime="onnx").engine == "onnxruntime"
+    assert not cached.exists() and onnx_runtime.cache_path(checkpoint).exists()
+
+
 def test_panns_indexing_stores_audioset_tags(panns_model_dir, tmp_path, sounds):
     settings = Settings(str(tmp_path / "c.db"), str(tmp_path / "v.db"), model_dir=panns_model_dir)
     with AudioSim(settings) as sim:
