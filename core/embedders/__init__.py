@@ -25,6 +25,7 @@ class Embedder:
     hop_s: float = 1.0
     labels: list[str] | None = None
     description: str = ""
+    engine: str = "numpy"  # what runs the model, for reports
 
     def __init__(self, model_dir: Path | None = None, batch_size: int = 16, runtime: str = "auto"):
         self.model_dir = Path(model_dir) if model_dir else Path.home() / "panns_data"

@@ -23,6 +23,7 @@ LOG_MAX = 9.457798957824707  # the spectrogram maximum over aiSFX's training set
 
 class AiSfx(Embedder):
     name = "aisfx"
+    engine = "torch"
     version = "1"
     dim = 512
     sample_rate = 44100

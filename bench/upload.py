@@ -1,0 +1,93 @@
+"""Query by upload, end to end: decode -> embed -> search -> catalog lookup, for 1 s, 10 s and 60 s clips.
+
+    .venv/bin/python bench/upload.py --panns-random          # Cnn14 with a random-weight checkpoint
+    .venv/bin/python bench/upload.py --quick
+
+The catalog holds --clips generated sounds indexed with the same model. Each query length is timed --repeats
+times through ``AudioSim.search_file`` (what the Datasette upload route and ``audiosim search`` call), on each
+Cnn14 engine in the same run: ONNX Runtime (the CPU default) against torch eager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from ingest import make_corpus, random_panns_dir  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--panns-random", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    lengths = (1.0, 10.0, 60.0)
+    if args.quick:
+        args.clips, args.repeats, lengths = 4, 1, (1.0, 10.0)
+
+    from audiosim import Settings
+    from audiosim.service import AudioSim
+    from audiosim.synth import sound, write
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = random_panns_dir(tmp / "models") if args.panns_random else Path.home() / "panns_data"
+        make_corpus(tmp / "corpus", args.clips)
+        queries = {}
+        for seconds in lengths:
+            queries[seconds] = tmp / f"query-{int(seconds)}s.mp3"
+            write(queries[seconds], sound("chirp", seconds, seed=7), 44100, format="MP3")
+        catalog = str(tmp / "catalog.db")
+        for runtime in ("onnx", "torch"):
+            settings = Settings(catalog, model="panns-cnn14", model_dir=model_dir, runtime=runtime)
+            with AudioSim(settings) as sim:
+                sim.index([tmp / "corpus"])
+                sim.search_file(queries[1.0])  # warm-up: weights, the ONNX session, the store's collection
+                for seconds, path in queries.items():
+                    times = []
+                    for _ in range(args.repeats):
+                        t = time.perf_counter()
+                        matches = sim.search_file(path, k=10)
+                        times.append(time.perf_counter() - t)
+                    assert matches, "a query found nothing"
+                    results.append(
+                        {
+                            "engine": sim.embedder.engine,
+                            "query_s": seconds,
+                            "median_ms": round(statistics.median(times) * 1000, 1),
+                            "max_ms": round(max(times) * 1000, 1),
+                        }
+                    )
+                    print(json.dumps(results[-1]), flush=True)
+    by_key = {(r["engine"], r["query_s"]): r for r in results}
+    for r in results:
+        torch_ms = by_key.get(("torch", r["query_s"]), {}).get("median_ms")
+        if r["engine"] != "torch" and torch_ms:
+            r["torch_over_this"] = round(torch_ms / r["median_ms"], 2)
+    summary = {
+        "bench": "upload",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "catalog_clips": args.clips,
+        "results": results,
+        "quick": args.quick,
+    }
+    print(json.dumps(summary))
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
