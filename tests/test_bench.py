@@ -1,0 +1,49 @@
+"""The benchmarks run end to end in --quick mode (a pipeline check: timings are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def run_bench(script: str, *args: str, tmp_path: Path) -> dict:
+    out = tmp_path / f"{script}.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_ingest_bench_measures_every_model_against_its_ceiling_and_the_seed_loop(tmp_path):
+    result = run_bench("ingest.py", "--panns-random", tmp_path=tmp_path)
+    engines = {(r["model"], r["engine"]) for r in result["results"]}
+    assert {("panns-cnn14", "onnxruntime"), ("panns-cnn14", "torch"), ("dsp-logmel", "numpy")} <= engines
+    assert all(r["clips"] == 6 and r["pipeline_over_ceiling"] > 0 for r in result["results"])
+    assert result["seed_loop"]["files"] == 2
+    assert all("over_seed_loop" in r for r in result["results"] if r["model"] == "panns-cnn14")
+
+
+@pytest.mark.slow
+def test_search_bench_reports_latency_recall_and_throughput(tmp_path):
+    result = run_bench("search.py", tmp_path=tmp_path)
+    assert result["n"] == 2000 and 0.5 <= result["recall_at_10"] <= 1.0
+    assert result["milvus_batch_queries_per_s"] > 0 and result["peak_rss_mb"] > result["raw_vectors_mb"]
+
+
+@pytest.mark.slow
+def test_upload_bench_times_each_query_length_on_both_engines(tmp_path):
+    result = run_bench("upload.py", "--panns-random", tmp_path=tmp_path)
+    assert {(r["engine"], r["query_s"]) for r in result["results"]} == {
+        (engine, seconds) for engine in ("onnxruntime", "torch") for seconds in (1.0, 10.0)
+    }
