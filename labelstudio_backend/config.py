@@ -26,6 +26,7 @@ class BackendConfig:
             milvus=env.get("AUDIOSIM_MILVUS") or None,
             milvus_token=env.get("AUDIOSIM_MILVUS_TOKEN") or None,
             model=env.get("AUDIOSIM_MODEL") or None,
+            runtime=env.get("AUDIOSIM_RUNTIME") or "auto",
             **({"model_dir": Path(env["AUDIOSIM_MODEL_DIR"])} if env.get("AUDIOSIM_MODEL_DIR") else {}),
         )
         user, password = env.get("BASIC_AUTH_USER"), env.get("BASIC_AUTH_PASS")
