@@ -137,19 +137,22 @@ def _pyav_blocks(path, block_s) -> Iterator[tuple[int, np.ndarray]]:
         stream = _audio_stream(container, path)
         rate = stream.rate or stream.codec_context.sample_rate
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        pending, size, limit = [], 0, int(block_s * rate)
+        pending, size, limit, decoded = [], 0, int(block_s * rate), 0
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     pending.append(out.to_ndarray().reshape(-1))
                     size += out.samples
+                    decoded += out.samples
                 if size >= limit:
                     yield rate, np.concatenate(pending)
                     pending, size = [], 0
             for out in resampler.resample(None):
                 pending.append(out.to_ndarray().reshape(-1))
         except av.FFmpegError as e:
-            raise DecodeError(f"{_name(path)}: decoding failed ({_short(e)})") from e
+            if not decoded:
+                raise DecodeError(f"{_name(path)}: decoding failed ({_short(e)})") from e
+            # Bad data after good audio: a truncated or damaged tail. Keep the audio that decoded.
         if pending:
             yield rate, np.concatenate(pending)
 

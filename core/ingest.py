@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import stat
 import threading
 from collections.abc import Callable, Iterable
 
@@ -150,6 +151,9 @@ class Indexer:
         key = path_key(path)
         try:
             st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                # A FIFO or device named like audio would block the reader forever, or never end.
+                return _Job("fail", path, key, error="not a regular file")
             existing = catalog.clip_by_path_key(key)
             job = _Job("embed", path, key, st.st_size, st.st_mtime, existing=existing)
             if existing and existing.status == READY and existing.size == st.st_size and existing.mtime == st.st_mtime:
