@@ -40,9 +40,11 @@ def served(tmp_path, corpus):
     )
     port = free_port()
     datasette = Path(sys.executable).with_name("datasette")
+    # Its log goes to a file: a pipe nobody reads fills up under load and stalls the server.
+    log = open(tmp_path / "datasette.log", "wb")  # noqa: SIM115 - closed with the process below
     process = subprocess.Popen(
         [str(datasette), "serve", str(catalog), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ},
     )
@@ -53,11 +55,13 @@ def served(tmp_path, corpus):
                 break
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"datasette did not start: {process.stdout.read().decode(errors='replace')[-2000:]}")
+            log.close()
+            pytest.fail(f"datasette did not start: {(tmp_path / 'datasette.log').read_text(errors='replace')[-2000:]}")
         time.sleep(0.2)
     yield f"http://127.0.0.1:{port}", folder
     process.kill()
     process.wait()
+    log.close()
 
 
 @pytest.fixture

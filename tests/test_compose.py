@@ -105,7 +105,7 @@ async def test_datasette_reads_every_variable_compose_sets_for_it(services, monk
         monkeypatch.setenv(name, value)
     # Compose v2 writes volumes as mappings, docker-compose 1.x as "source:target:mode" strings.
     mounts = [
-        v if isinstance(v, dict) else dict(zip(("source", "target"), v.split(":")))
+        v if isinstance(v, dict) else dict(zip(("source", "target"), v.split(":")[:2], strict=True))
         for v in services["datasette"]["volumes"]
     ]
     mount = next(v for v in mounts if v["target"] == "/config")
