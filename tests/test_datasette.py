@@ -198,6 +198,9 @@ async def test_audio_streams_with_ranges(catalog):
         "/-/audiosim/audio//etc/passwd",
         "/-/audiosim/audio/1%00.wav",
         "/-/audiosim/audio/-1",
+        "/-/audiosim/spectrogram/..%2f..%2fetc%2fpasswd.png",
+        "/-/audiosim/spectrogram/%252e%252e%252fetc%252fpasswd.png",
+        "/-/audiosim/spectrogram/999999.png",
     ],
 )
 async def test_only_catalogued_files_are_served(catalog, url):
