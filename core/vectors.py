@@ -8,13 +8,21 @@ start time, and the vector. Vectors are L2-normalised by the embedders and compa
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 import re
+import secrets
+import shutil
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from .errors import VectorStoreLocked, VectorStoreUnavailable
+from .mirror import Mirror
 from .settings import is_milvus_server
+
+log = logging.getLogger(__name__)
 
 # HNSW is accepted by Milvus Lite 3.x and by servers alike (Lite rejects IVF_PQ/DISKANN/SCANN, but only once
 # segments are flushed, so a wrong choice would pass a quick test): one index for both engines.
@@ -22,6 +30,7 @@ INSERT_BATCH = 1000
 MAX_LIMIT = 16384  # Milvus' largest top-k
 SEARCH_EF = 256  # measured: recall@10 0.85 at ef 64, 0.98 at 256 on 10k clustered 2048-d vectors; latency unchanged
 HNSW = {"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 16, "efConstruction": 200}}
+TOKENS = "audiosim_mirror_tokens"  # Milvus Lite only: which saved search mirror matches each collection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +46,9 @@ class VectorStore:
         self.uri = uri
         self.is_server = is_milvus_server(uri)
         self._loaded: set[str] = set()
+        self._mirrors: dict[str, Mirror] = {}  # Milvus Lite: searches go to an in-process mirror (see mirror.py)
+        self._unsaved: set[str] = set()  # mirrors newer than their saved copy
+        self._token_moved: set[str] = set()  # collections whose Lite token moved on since their mirror was saved
         try:
             from pymilvus import MilvusClient
         except ImportError as e:
@@ -121,11 +133,114 @@ class VectorStore:
     def drop_collection(self, name: str) -> None:
         self._call(self.client.drop_collection, name)
         self._loaded.discard(name)
+        if not self.is_server:
+            self._mirrors.pop(name, None)
+            self._unsaved.discard(name)
+            shutil.rmtree(self._mirror_folder(name), ignore_errors=True)
+
+    # -- the search mirror (Milvus Lite) ---------------------------------------------------------
+    def _mirror_folder(self, name: str) -> Path:
+        return Path(self.uri + "-mirror") / name
+
+    def _token_key(self, name: str) -> int:
+        return int(hashlib.sha256(name.encode()).hexdigest()[:15], 16)
+
+    def _token(self, name: str) -> str | None:
+        if not self._call(self.client.has_collection, TOKENS):
+            return None
+        self._ensure_loaded(TOKENS)
+        rows = self._call(self.client.get, TOKENS, ids=[self._token_key(name)], output_fields=["token"])
+        return rows[0]["token"] if rows else None
+
+    def _set_token(self, name: str, token: str) -> None:
+        from pymilvus import DataType
+
+        if not self._call(self.client.has_collection, TOKENS):
+            schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("id", DataType.INT64, is_primary=True)
+            schema.add_field("token", DataType.VARCHAR, max_length=64)
+            schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector field
+            index = self.client.prepare_index_params()
+            index.add_index(field_name="unused", index_type="FLAT", metric_type="L2")
+            self._call(self.client.create_collection, TOKENS, schema=schema, index_params=index)
+            self._loaded.add(TOKENS)
+        self._ensure_loaded(TOKENS)
+        row = {"id": self._token_key(name), "token": token, "unused": [0.0, 0.0]}
+        self._call(self.client.upsert, TOKENS, [row])
+
+    def _mirror(self, name: str) -> Mirror:
+        mirror = self._mirrors.get(name)
+        if mirror is None:
+            dim = self._dim(name)
+            token = self._token(name)
+            mirror = Mirror.load(self._mirror_folder(name), dim, token) if token else None
+            if mirror is None:
+                mirror = self._rebuild_mirror(name, dim, token)
+            self._mirrors[name] = mirror
+        return mirror
+
+    def _rebuild_mirror(self, name: str, dim: int, token: str | None) -> Mirror:
+        """Read every vector back from Milvus Lite (about 2k rows/s): only after an unclean stop or an upgrade."""
+        self._ensure_loaded(name)
+        mirror = Mirror(dim, token)
+        iterator = self._call(
+            self.client.query_iterator,
+            name,
+            batch_size=1000,
+            filter="id >= 0",
+            output_fields=["id", "clip_id", "start_s", "vector"],
+        )
+        try:
+            while batch := self._call(iterator.next):
+                mirror.upsert(
+                    [r["id"] for r in batch],
+                    [r["clip_id"] for r in batch],
+                    [r["start_s"] for r in batch],
+                    np.asarray([r["vector"] for r in batch], np.float32),
+                )
+        finally:
+            iterator.close()
+        if len(mirror):
+            log.info("rebuilt the search mirror of %s from Milvus Lite (%d vectors)", name, len(mirror))
+            self._unsaved.add(name)  # so the next start is fast
+        return mirror
+
+    def _dim(self, name: str) -> int:
+        info = self._call(self.client.describe_collection, name)
+        for field in info.get("fields", []):
+            if field.get("name") == "vector":
+                return int(field.get("params", {}).get("dim"))
+        raise VectorStoreUnavailable(f"Milvus collection {name} has no vector field")
+
+    def _before_write(self, name: str) -> Mirror | None:
+        """The mirror to keep in step with a write. The first write since the mirror was last saved moves Lite's
+        token on first, so if this process dies before saving, the saved mirror no longer matches Lite."""
+        if self.is_server:
+            return None
+        mirror = self._mirror(name)
+        if name not in self._token_moved:
+            mirror.token = secrets.token_hex(8)
+            self._set_token(name, mirror.token)
+            self._token_moved.add(name)
+            self._unsaved.add(name)
+        return mirror
+
+    def save_mirrors(self) -> None:
+        for name in sorted(self._unsaved):
+            mirror = self._mirrors.get(name)
+            if mirror is not None:
+                try:
+                    mirror.save(self._mirror_folder(name))
+                except OSError as e:  # the next start rebuilds it from Lite: slower, never wrong
+                    log.warning("could not save the search mirror of %s: %s", name, e)
+        self._unsaved.clear()
+        self._token_moved.clear()
 
     # -- writes --------------------------------------------------------------------------------
     def upsert(self, name: str, ids: Sequence[int], clip_ids: Sequence[int], starts: Sequence[float], vectors):
         """Insert or replace rows by id: writing the same clip twice (a re-run after a crash) leaves one copy."""
         self._ensure_loaded(name)
+        mirror = self._before_write(name)
         vectors = np.asarray(vectors, dtype=np.float32)
         for i in range(0, len(ids), INSERT_BATCH):
             rows = [
@@ -133,17 +248,25 @@ class VectorStore:
                 for j in range(i, min(i + INSERT_BATCH, len(ids)))
             ]
             self._call(self.client.upsert, name, rows)
+        if mirror is not None:
+            mirror.upsert(ids, clip_ids, starts, vectors)
 
     def delete_clips(self, name: str, clip_ids: Sequence[int]) -> None:
         self._ensure_loaded(name)
+        mirror = self._before_write(name)
         for i in range(0, len(clip_ids), 1000):
             chunk = ", ".join(str(int(c)) for c in clip_ids[i : i + 1000])
             self._call(self.client.delete, name, filter=f"clip_id in [{chunk}]")
+        if mirror is not None:
+            mirror.delete_clips(clip_ids)
 
     def delete_ids(self, name: str, ids: Sequence[int]) -> None:
         self._ensure_loaded(name)
+        mirror = self._before_write(name)
         for i in range(0, len(ids), 1000):
             self._call(self.client.delete, name, ids=[int(v) for v in ids[i : i + 1000]])
+        if mirror is not None:
+            mirror.delete_ids(ids)
 
     def flush(self, name: str) -> None:
         self._call(self.client.flush, name)
@@ -156,6 +279,9 @@ class VectorStore:
         self._ensure_loaded(name)
         vectors = np.asarray(vectors, dtype=np.float32)
         limit = max(1, min(int(limit), MAX_LIMIT))
+        if not self.is_server:
+            found = self._mirror(name).search(vectors, limit, clip_ids)
+            return [[Hit(*row) for row in hits] for hits in found]
         kwargs = {}
         if clip_ids is not None:
             kwargs["filter"] = f"clip_id in [{', '.join(str(int(c)) for c in clip_ids)}]"
@@ -179,6 +305,8 @@ class VectorStore:
 
     def vectors(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
         self._ensure_loaded(name)
+        if not self.is_server:
+            return self._mirror(name).vectors_of(ids)
         found = {}
         for i in range(0, len(ids), 1000):
             rows = self._call(self.client.get, name, ids=[int(v) for v in ids[i : i + 1000]], output_fields=["vector"])
@@ -211,6 +339,7 @@ class VectorStore:
         return sum(1 for _ in self.iter_ids(name))
 
     def close(self) -> None:
+        self.save_mirrors()
         try:
             self.client.close()
         except Exception:  # closing a client whose server is gone must not mask the real error

@@ -1,0 +1,226 @@
+"""An in-process search index mirroring one Milvus Lite collection, so the embedded default stays fast at scale.
+
+Milvus Lite 3.x walks every stored row in Python on each search (deduplication and tombstone masks in
+``search/executor_indexed.py``): 6 s a query at 100k segments here, 50x slower than numpy. Lite stays the
+durable store; searches go to this mirror instead. That is safe because a Lite store admits one process at a
+time, and every write in that process goes through ``VectorStore``, which updates Lite first and then the mirror.
+
+Up to ``IVF_FROM`` live rows the mirror searches exactly (one matrix product); beyond, through a faiss IVF-Flat
+index trained on the mirror's own vectors (measured at 100k clustered 2048-d vectors: 2.7 ms, recall@10 0.98,
+against 28 ms for numpy), retrained as the collection grows.
+
+The mirror is saved beside the store when the store closes, stamped with a token that is also written into
+Lite before the first write of each session. On open, a saved mirror is used only if its token is Lite's:
+a process that died after writing leaves the tokens different, and the mirror is rebuilt from Lite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+IVF_FROM = 20_000  # below this many rows exact search is as fast as an ANN index, and always right
+IVF_NPROBE = 32
+COMPACT_WHEN_DEAD = 0.25  # rebuild once a quarter of the rows are deleted or replaced
+
+
+class Mirror:
+    """Rows of (vector id, clip id, start, vector), searchable by cosine (vectors are unit length)."""
+
+    def __init__(self, dim: int, token: str | None = None):
+        self.dim = dim
+        self.token = token
+        self.ids = np.zeros(0, np.int64)
+        self.clip_ids = np.zeros(0, np.int64)
+        self.starts = np.zeros(0, np.float32)
+        self.vectors = np.zeros((0, dim), np.float32)
+        self.live = np.zeros(0, bool)
+        self.size = 0  # rows in use (live or dead) at the front of the arrays
+        self.row_of: dict[int, int] = {}
+        self.ivf = None  # faiss index over row numbers, or None for exact search
+        self.trained_at = 0
+
+    def __len__(self) -> int:
+        return len(self.row_of)
+
+    # -- writes --------------------------------------------------------------------------------
+    def upsert(self, ids, clip_ids, starts, vectors) -> None:
+        ids = np.asarray(ids, np.int64)
+        if not len(ids):
+            return
+        self._kill([self.row_of[i] for i in ids.tolist() if i in self.row_of])
+        self._grow(len(ids))
+        rows = np.arange(self.size, self.size + len(ids))
+        self.ids[rows] = ids
+        self.clip_ids[rows] = np.asarray(clip_ids, np.int64)
+        self.starts[rows] = np.asarray(starts, np.float32)
+        self.vectors[rows] = np.asarray(vectors, np.float32)
+        self.live[rows] = True
+        self.size += len(ids)
+        self.row_of.update(zip(ids.tolist(), rows.tolist(), strict=True))
+        if self.ivf is not None:
+            self.ivf.add_with_ids(self.vectors[rows], rows.astype(np.int64))
+        self._maintain()
+
+    def delete_ids(self, ids) -> None:
+        self._kill([self.row_of[i] for i in np.asarray(ids, np.int64).tolist() if i in self.row_of])
+        self._maintain()
+
+    def delete_clips(self, clip_ids) -> None:
+        rows = np.flatnonzero(self.live[: self.size] & np.isin(self.clip_ids[: self.size], np.asarray(clip_ids)))
+        self._kill(rows.tolist())
+        self._maintain()
+
+    def _kill(self, rows: list[int]) -> None:
+        if not rows:
+            return
+        rows_arr = np.asarray(rows, np.int64)
+        self.live[rows_arr] = False
+        for row in rows:
+            self.row_of.pop(int(self.ids[row]), None)
+        if self.ivf is not None:
+            import faiss
+
+            self.ivf.remove_ids(faiss.IDSelectorBatch(rows_arr))
+
+    def _grow(self, extra: int) -> None:
+        need = self.size + extra
+        if need <= len(self.ids):
+            return
+        capacity = max(need, 2 * len(self.ids), 1024)
+        for name in ("ids", "clip_ids", "starts", "live"):
+            old = getattr(self, name)
+            new = np.zeros(capacity, old.dtype)
+            new[: self.size] = old[: self.size]
+            setattr(self, name, new)
+        vectors = np.zeros((capacity, self.dim), np.float32)
+        vectors[: self.size] = self.vectors[: self.size]
+        self.vectors = vectors
+
+    def _maintain(self) -> None:
+        """Compact when many rows are dead; move to (or retrain) the IVF index as the collection grows."""
+        dead = self.size - len(self)
+        if self.size and dead / self.size > COMPACT_WHEN_DEAD:
+            self._compact()
+        if len(self) >= IVF_FROM and (self.ivf is None or len(self) > 2 * self.trained_at):
+            self._train()
+        elif len(self) < IVF_FROM // 2 and self.ivf is not None:
+            self.ivf, self.trained_at = None, 0
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self.live[: self.size])
+        for name in ("ids", "clip_ids", "starts", "live"):
+            setattr(self, name, getattr(self, name)[keep].copy())
+        self.vectors = self.vectors[keep].copy()
+        self.size = len(keep)
+        self.row_of = dict(zip(self.ids.tolist(), range(self.size), strict=True))
+        if self.ivf is not None:
+            self._train()  # row numbers changed
+
+    def _train(self) -> None:
+        import faiss
+
+        live_rows = np.flatnonzero(self.live[: self.size])
+        data = self.vectors[live_rows]
+        nlist = int(4 * np.sqrt(len(live_rows)))
+        rng = np.random.default_rng(0)
+        sample = data[rng.choice(len(data), min(len(data), nlist * 40), replace=False)]
+        quantizer = faiss.IndexFlatIP(self.dim)
+        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.train(sample)
+        ivf.nprobe = IVF_NPROBE
+        ivf.add_with_ids(data, live_rows.astype(np.int64))
+        self.ivf, self.trained_at = ivf, len(live_rows)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, limit: int, clip_ids=None) -> list[list[tuple[int, int, float, float]]]:
+        """For each query, up to ``limit`` (vector id, clip id, start, score) best first."""
+        queries = np.asarray(queries, np.float32).reshape(-1, self.dim)
+        if not len(self):
+            return [[] for _ in queries]
+        if self.ivf is not None and clip_ids is None:
+            scores, rows = self.ivf.search(queries, min(limit, len(self)))
+        else:
+            scores, rows = self._exact(queries, limit, clip_ids)
+        return [
+            [
+                (int(self.ids[r]), int(self.clip_ids[r]), float(self.starts[r]), float(s))
+                for r, s in zip(row_list, score_list, strict=True)
+                if r >= 0
+            ]
+            for row_list, score_list in zip(rows, scores, strict=True)
+        ]
+
+    def _exact(self, queries, limit, clip_ids):
+        candidates = self.live[: self.size]
+        if clip_ids is not None:
+            candidates = candidates & np.isin(self.clip_ids[: self.size], np.asarray(list(clip_ids), np.int64))
+        rows = np.flatnonzero(candidates)
+        if not len(rows):
+            return np.zeros((len(queries), 0)), np.zeros((len(queries), 0), np.int64)
+        scores = queries @ self.vectors[rows].T
+        k = min(limit, len(rows))
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1)
+        return np.take_along_axis(top_scores, order, axis=1), rows[np.take_along_axis(top, order, axis=1)]
+
+    def vectors_of(self, ids) -> dict[int, np.ndarray]:
+        return {int(i): self.vectors[self.row_of[int(i)]].copy() for i in ids if int(i) in self.row_of}
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        """Write the mirror atomically: a crash mid-save leaves the previous one (or none), never half."""
+        import faiss
+
+        self._compact() if self.size != len(self) else None
+        partial = folder.with_name(folder.name + f".partial-{secrets.token_hex(4)}")
+        partial.mkdir(parents=True)
+        np.save(partial / "vectors.npy", self.vectors[: self.size])
+        np.savez(
+            partial / "rows.npz",
+            ids=self.ids[: self.size],
+            clip_ids=self.clip_ids[: self.size],
+            starts=self.starts[: self.size],
+        )
+        if self.ivf is not None:
+            faiss.write_index(self.ivf, str(partial / "ivf.faiss"))
+        (partial / "mirror.json").write_text(
+            json.dumps({"token": self.token, "dim": self.dim, "rows": self.size, "trained_at": self.trained_at})
+        )
+        old = folder.with_name(folder.name + f".old-{secrets.token_hex(4)}")
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(partial, folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: Path, dim: int, token: str) -> Mirror | None:
+        """The saved mirror if it is whole and carries ``token``; else None (the caller rebuilds)."""
+        import faiss
+
+        try:
+            meta = json.loads((folder / "mirror.json").read_text())
+            if meta.get("token") != token or meta.get("dim") != dim:
+                return None
+            rows = np.load(folder / "rows.npz")
+            mirror = cls(dim, token)
+            mirror.vectors = np.load(folder / "vectors.npy")
+            mirror.ids, mirror.clip_ids, mirror.starts = rows["ids"], rows["clip_ids"], rows["starts"]
+            mirror.size = len(mirror.ids)
+            if mirror.vectors.shape != (mirror.size, dim) or mirror.size != meta.get("rows"):
+                return None
+            mirror.live = np.ones(mirror.size, bool)
+            mirror.row_of = dict(zip(mirror.ids.tolist(), range(mirror.size), strict=True))
+            if (folder / "ivf.faiss").exists():
+                mirror.ivf = faiss.read_index(str(folder / "ivf.faiss"))
+                mirror.ivf.nprobe = IVF_NPROBE
+                mirror.trained_at = int(meta.get("trained_at", mirror.size))
+            return mirror
+        except (OSError, ValueError, KeyError, RuntimeError):
+            return None

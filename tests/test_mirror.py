@@ -1,0 +1,128 @@
+"""The search mirror of a Milvus Lite collection: exact and IVF search, writes, persistence, and recovery."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from audiosim import mirror as mirror_module
+from audiosim.mirror import IVF_FROM, Mirror
+from audiosim.vectors import VectorStore
+
+
+def clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.gamma(0.5, 1.0, (50, dim))
+    x = centres[rng.integers(50, size=n)] + rng.gamma(0.5, 0.6, (n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_top(data, ids, query, k):
+    return set(ids[np.argsort(-(data @ query))[:k]].tolist())
+
+
+def test_exact_search_with_replacements_deletes_and_filters():
+    data = clustered(300)
+    m = Mirror(64)
+    ids = np.arange(300) * 7
+    m.upsert(ids, ids // 70, np.arange(300) % 10, data)
+    hits = m.search(data[5], 3)[0]
+    assert hits[0][0] == ids[5] and hits[0][3] == pytest.approx(1.0, abs=1e-5)
+    assert [h[3] for h in hits] == sorted((h[3] for h in hits), reverse=True)
+    m.upsert([ids[5]], [99], [1.5], data[6:7])  # a re-embedded segment keeps its id, gets a new vector
+    top2 = {h[0]: h for h in m.search(data[6], 2)[0]}  # rows 5 and 6 now hold the same vector
+    assert len(m) == 300 and set(top2) == {ids[5], ids[6]} and top2[ids[5]][1:3] == (99, 1.5)
+    m.delete_clips([0])
+    assert all(h[1] != 0 for h in m.search(data[0], 300)[0]) and len(m) == 300 - 9
+    m.delete_ids([ids[20]])
+    assert ids[20] not in m.vectors_of([ids[20]])
+    only = m.search(data[100], 10, clip_ids=[2, 3])[0]
+    assert only and {h[1] for h in only} <= {2, 3}
+    assert exact_top(data[21:40], ids[21:40], data[100], 10) == {h[0] for h in only}  # clips 2-3, row 20 deleted
+
+
+def test_ivf_takes_over_at_scale_keeps_recall_and_follows_deletes(monkeypatch):
+    monkeypatch.setattr(mirror_module, "IVF_FROM", 2000)
+    data = clustered(6000, seed=1)
+    ids = np.arange(6000)
+    m = Mirror(64)
+    for i in range(0, 6000, 500):  # arrives in batches, as an indexer writes it
+        m.upsert(ids[i : i + 500], ids[i : i + 500] // 10, np.zeros(500), data[i : i + 500])
+    assert m.ivf is not None and m.trained_at >= 3000
+    queries = clustered(50, seed=2)
+    recall = np.mean([len(exact_top(data, ids, q, 10) & {h[0] for h in m.search(q, 10)[0]}) / 10 for q in queries])
+    assert recall >= 0.95
+    m.delete_clips(list(range(0, 600, 2)))  # half the clips of the first 6000 rows' first tenth
+    gone = {h[1] for q in queries for h in m.search(q, 50)[0]} & set(range(0, 600, 2))
+    assert not gone
+
+
+def test_saved_mirror_round_trips_and_refuses_another_token(tmp_path, monkeypatch):
+    monkeypatch.setattr(mirror_module, "IVF_FROM", 2000)
+    data = clustered(3000)
+    m = Mirror(64, token="t1")
+    m.upsert(np.arange(3000), np.arange(3000) // 5, np.zeros(3000), data)
+    m.delete_ids([3, 4])
+    m.save(tmp_path / "m")
+    back = Mirror.load(tmp_path / "m", 64, "t1")
+    assert back is not None and len(back) == 2998 and back.ivf is not None
+    q = data[100]
+    assert [h[0] for h in back.search(q, 5)[0]] == [h[0] for h in m.search(q, 5)[0]]
+    assert Mirror.load(tmp_path / "m", 64, "t2") is None  # Lite moved on since: rebuild
+    (tmp_path / "m" / "vectors.npy").write_bytes(b"torn")
+    assert Mirror.load(tmp_path / "m", 64, "t1") is None
+    assert IVF_FROM >= 10_000  # the real threshold is untouched by the patch above
+
+
+def test_lite_store_saves_its_mirror_and_reopens_without_rebuilding(tmp_path, caplog):
+    uri = str(tmp_path / "v.db")
+    data = clustered(500, dim=32)
+    store = VectorStore(uri)
+    store.ensure_collection("c", 32)
+    store.upsert("c", list(range(500)), [i // 5 for i in range(500)], [0.0] * 500, data)
+    store.close()
+    assert (tmp_path / "v.db-mirror" / "c" / "mirror.json").exists()
+    with caplog.at_level(logging.INFO, logger="audiosim.vectors"):
+        again = VectorStore(uri)
+        hits = again.search("c", data[7:8], 3)[0]
+    assert hits[0].vector_id == 7 and "rebuilt" not in caplog.text
+    again.close()
+
+
+def test_a_process_killed_after_writing_leaves_a_mirror_that_is_rebuilt(tmp_path, caplog):
+    uri = str(tmp_path / "v.db")
+    np.save(tmp_path / "data.npy", clustered(400, dim=32))
+
+    def in_a_process(body: str) -> int:
+        script = "import os, signal, numpy as np\nfrom audiosim.vectors import VectorStore\n"
+        script += f"store = VectorStore({uri!r})\ndata = np.load({str(tmp_path / 'data.npy')!r})\n" + body
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, env={**os.environ}).returncode
+
+    # A clean run saves a mirror of 200 rows; the next run adds 200 and dies before close(): the saved mirror
+    # is now behind Lite, and must not be trusted.
+    assert (
+        in_a_process(
+            'store.ensure_collection("c", 32)\nstore.upsert("c", list(range(200)), [0] * 200, [0.0] * 200, data[:200])\n'
+            "store.close()\n"
+        )
+        == 0
+    )
+    assert (tmp_path / "v.db-mirror" / "c").exists()
+    assert (
+        in_a_process(
+            'store.upsert("c", list(range(200, 400)), [1] * 200, [0.0] * 200, data[200:])\n'
+            "os.kill(os.getpid(), signal.SIGKILL)\n"
+        )
+        == -9
+    )
+    data = np.load(tmp_path / "data.npy")
+    with caplog.at_level(logging.INFO, logger="audiosim.vectors"):
+        store = VectorStore(uri)
+        hits = store.search("c", data[300:301], 1)[0]
+    assert "rebuilt" in caplog.text and hits[0].vector_id == 300 and hits[0].clip_id == 1
+    store.close()
