@@ -29,7 +29,11 @@ log = logging.getLogger(__name__)
 INSERT_BATCH = 1000
 MAX_LIMIT = 16384  # Milvus' largest top-k
 SEARCH_EF = 256  # measured: recall@10 0.85 at ef 64, 0.98 at 256 on 10k clustered 2048-d vectors; latency unchanged
-HNSW = {"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 16, "efConstruction": 200}}
+SEARCH_NPROBE = 32
+INDEXES = {
+    "HNSW": {"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 16, "efConstruction": 200}},
+    "IVF_FLAT": {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 1024}},
+}
 TOKENS = "audiosim_mirror_tokens"  # Milvus Lite only: which saved search mirror matches each collection
 
 
@@ -84,8 +88,8 @@ class VectorStore:
             raise self._unavailable(e) from e
 
     # -- collections ---------------------------------------------------------------------------
-    def ensure_collection(self, name: str, dim: int) -> None:
-        """Create the collection with an explicit schema and an HNSW cosine index if it does not exist."""
+    def ensure_collection(self, name: str, dim: int, index_type: str = "HNSW") -> None:
+        """Create the collection with an explicit schema and a cosine index if it does not exist."""
         from pymilvus import DataType
 
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", name):
@@ -99,7 +103,7 @@ class VectorStore:
         schema.add_field("start_s", DataType.FLOAT)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         index = self.client.prepare_index_params()
-        index.add_index(field_name="vector", index_name="vector", **HNSW)
+        index.add_index(field_name="vector", index_name="vector", **INDEXES[index_type])
         # Session consistency: a process always sees its own writes; other processes see them within the server's
         # time tick. Strong would add a ~300 ms wait to every search on a Milvus 2.3 server (measured: 301 ms vs
         # 5 ms p50 at 10k vectors), so only verify's full scans ask for it.
@@ -292,7 +296,8 @@ class VectorStore:
             limit=limit,
             anns_field="vector",
             output_fields=["clip_id", "start_s"],
-            search_params={"metric_type": "COSINE", "params": {"ef": max(ef, limit)}},
+            # Each index type reads its own parameter: ef for HNSW, nprobe for IVF.
+            search_params={"metric_type": "COSINE", "params": {"ef": max(ef, limit), "nprobe": SEARCH_NPROBE}},
             **kwargs,
         )
         return [

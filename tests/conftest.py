@@ -83,13 +83,14 @@ def mysql_url(mysql_server):
     import pymysql
 
     name = f"audiosim_test_{uuid.uuid4().hex[:10]}"
-    conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", autocommit=True)
-    with conn.cursor() as cur:
+    def connect():
+        return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", autocommit=True)
+
+    with connect() as conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
     yield f"{mysql_server}/{name}"
-    with conn.cursor() as cur:
+    with connect() as conn, conn.cursor() as cur:  # a new connection: the test may have restarted the server
         cur.execute(f"DROP DATABASE IF EXISTS {name}")
-    conn.close()
 
 
 # -- Milvus standalone server ------------------------------------------------------------------------
