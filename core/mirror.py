@@ -26,6 +26,7 @@ import numpy as np
 
 IVF_FROM = 20_000  # below this many rows exact search is as fast as an ANN index, and always right
 IVF_NPROBE = 32
+IVF_MAX_LIMIT = 256
 COMPACT_WHEN_DEAD = 0.25  # rebuild once a quarter of the rows are deleted or replaced
 
 
@@ -143,7 +144,8 @@ class Mirror:
         queries = np.asarray(queries, np.float32).reshape(-1, self.dim)
         if not len(self):
             return [[] for _ in queries]
-        if self.ivf is not None and clip_ids is None:
+        # IVF probes a few percent of the rows: long result lists (and filters) are answered exactly.
+        if self.ivf is not None and clip_ids is None and limit <= IVF_MAX_LIMIT:
             scores, rows = self.ivf.search(queries, min(limit, len(self)))
         else:
             scores, rows = self._exact(queries, limit, clip_ids)
@@ -178,7 +180,6 @@ class Mirror:
         """Write the mirror atomically: a crash mid-save leaves the previous one (or none), never half."""
         import faiss
 
-        self._compact() if self.size != len(self) else None
         partial = folder.with_name(folder.name + f".partial-{secrets.token_hex(4)}")
         partial.mkdir(parents=True)
         np.save(partial / "vectors.npy", self.vectors[: self.size])
@@ -187,6 +188,7 @@ class Mirror:
             ids=self.ids[: self.size],
             clip_ids=self.clip_ids[: self.size],
             starts=self.starts[: self.size],
+            live=self.live[: self.size],  # dead rows stay until the next compaction: the IVF index names rows
         )
         if self.ivf is not None:
             faiss.write_index(self.ivf, str(partial / "ivf.faiss"))
@@ -215,8 +217,9 @@ class Mirror:
             mirror.size = len(mirror.ids)
             if mirror.vectors.shape != (mirror.size, dim) or mirror.size != meta.get("rows"):
                 return None
-            mirror.live = np.ones(mirror.size, bool)
-            mirror.row_of = dict(zip(mirror.ids.tolist(), range(mirror.size), strict=True))
+            mirror.live = rows["live"]
+            live_rows = np.flatnonzero(mirror.live)
+            mirror.row_of = dict(zip(mirror.ids[live_rows].tolist(), live_rows.tolist(), strict=True))
             if (folder / "ivf.faiss").exists():
                 mirror.ivf = faiss.read_index(str(folder / "ivf.faiss"))
                 mirror.ivf.nprobe = IVF_NPROBE
