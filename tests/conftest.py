@@ -83,6 +83,7 @@ def mysql_url(mysql_server):
     import pymysql
 
     name = f"audiosim_test_{uuid.uuid4().hex[:10]}"
+
     def connect():
         return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", autocommit=True)
 
@@ -118,18 +119,25 @@ def wait_for_milvus(uri: str, seconds: float) -> None:
 class MilvusServer:
     """The real Milvus standalone from the PyPI package ``milvus``, in its own process group."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, ports: dict[str, int] | None = None):
+        """``ports``: milvus-server's port options (``{"--proxy-port": 29530, ...}``) to run beside another."""
         self.data_dir = data_dir
+        self.ports = ports or {}
+        self.port = self.ports.get("--proxy-port", MILVUS_PORT)
         self.process: subprocess.Popen | None = None
-        self.uri = f"http://127.0.0.1:{MILVUS_PORT}"
+        self.uri = f"http://127.0.0.1:{self.port}"
 
     def start(self, wait_s: float = 120.0):
         binary = milvus_server_binary()
         if binary is None:
             unavailable("milvus-server is not installed (pip install milvus)")
         log = open(self.data_dir / "server.log", "ab")
+        port_args = [arg for option, port in self.ports.items() for arg in (option, str(port))]
         self.process = subprocess.Popen(
-            [binary, "--data", str(self.data_dir)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [binary, "--data", str(self.data_dir), *port_args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for_milvus(self.uri, wait_s)
 
@@ -143,7 +151,7 @@ class MilvusServer:
             self.process.wait(timeout=30)
             self.process = None
         deadline = time.monotonic() + 30
-        while port_open("127.0.0.1", MILVUS_PORT) and time.monotonic() < deadline:
+        while port_open("127.0.0.1", self.port) and time.monotonic() < deadline:
             time.sleep(0.5)
 
 

@@ -44,15 +44,19 @@ def tasks(tmp_path):
     return root, out
 
 
-@pytest.fixture
-def client(tmp_path, tasks):
-    root, _ = tasks
-    config = BackendConfig(
-        settings=Settings(str(tmp_path / "c.db"), str(tmp_path / "v.db"), model="aisfx"),
+def backend_config(tmp_path, root, model: str = "aisfx") -> BackendConfig:
+    """A backend over a fresh catalog and Lite store in ``tmp_path``, serving task files from ``root``."""
+    return BackendConfig(
+        settings=Settings(str(tmp_path / "c.db"), str(tmp_path / "v.db"), model=model),
         local_files_root=root,
         cache_dir=tmp_path / "cache",
     )
-    app = create_app(config)
+
+
+@pytest.fixture
+def client(tmp_path, tasks):
+    root, _ = tasks
+    app = create_app(backend_config(tmp_path, root))
     yield app.test_client()
     app.config["AUDIOSIM_LABELER"].close()
 

@@ -15,7 +15,7 @@ import urllib.parse
 import numpy as np
 import pytest
 from test_browser import ARTIFACTS, free_port, served  # noqa: F401  (served is a fixture)
-from test_labelstudio import CONFIG, PROJECT, tasks  # noqa: F401  (tasks is a fixture)
+from test_labelstudio import CONFIG, PROJECT, backend_config, tasks  # noqa: F401  (tasks is a fixture)
 
 LOAD_SECONDS = 30
 CLIENTS = 50
@@ -96,17 +96,10 @@ def test_datasette_serves_50_concurrent_clients_without_an_error(served):  # noq
 def test_backend_answers_10_concurrent_predict_batches_without_an_error(tmp_path, tasks):  # noqa: F811
     from werkzeug.serving import make_server
 
-    from audiosim import Settings
     from labelstudio_backend.app import create_app
-    from labelstudio_backend.config import BackendConfig
 
     root, task_list = tasks
-    config = BackendConfig(
-        settings=Settings(str(tmp_path / "c.db"), str(tmp_path / "v.db"), model="dsp-logmel"),
-        local_files_root=root,
-        cache_dir=tmp_path / "cache",
-    )
-    app = create_app(config)
+    app = create_app(backend_config(tmp_path, root, model="dsp-logmel"))
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
     serving = threading.Thread(target=server.serve_forever, daemon=True)

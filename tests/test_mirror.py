@@ -107,7 +107,8 @@ def test_a_process_killed_after_writing_leaves_a_mirror_that_is_rebuilt(tmp_path
     # is now behind Lite, and must not be trusted.
     assert (
         in_a_process(
-            'store.ensure_collection("c", 32)\nstore.upsert("c", list(range(200)), [0] * 200, [0.0] * 200, data[:200])\n'
+            'store.ensure_collection("c", 32)\n'
+            'store.upsert("c", list(range(200)), [0] * 200, [0.0] * 200, data[:200])\n'
             "store.close()\n"
         )
         == 0

@@ -75,36 +75,6 @@ def assert_complete(settings: Settings, folder: Path, count: int) -> None:
             assert Path(sim.search_file(path, k=1)[0].clip.path) == path
 
 
-class OwnMilvusServer(MilvusServer):
-    def __init__(self, data_dir: Path):
-        super().__init__(data_dir)
-        self.uri = f"http://127.0.0.1:{OWN_PORTS['--proxy-port']}"
-
-    def start(self, wait_s: float = 180.0):
-        from conftest import wait_for_milvus
-
-        args = [a for pair in OWN_PORTS.items() for a in (pair[0], str(pair[1]))]
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the server keeps it
-        self.process = subprocess.Popen(
-            [milvus_server_binary(), "--data", str(self.data_dir), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for_milvus(self.uri, wait_s)
-
-    def kill(self):
-        if self.process is not None:
-            import signal
-
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait(timeout=30)
-            self.process = None
-
-
 @pytest.mark.slow
 @pytest.mark.server
 def test_milvus_server_killed_and_restarted_mid_run(tmp_path):
@@ -112,12 +82,12 @@ def test_milvus_server_killed_and_restarted_mid_run(tmp_path):
         unavailable("milvus-server is not installed (pip install milvus)")
     if port_open("127.0.0.1", OWN_PORTS["--proxy-port"]):
         unavailable(f"port {OWN_PORTS['--proxy-port']} is taken")
-    server = OwnMilvusServer(tmp_path / "milvus")
     (tmp_path / "milvus").mkdir()
+    server = MilvusServer(tmp_path / "milvus", ports=OWN_PORTS)
     folder = folder_of_sounds(tmp_path / "sounds", FILES)
     settings = Settings(str(tmp_path / "catalog.db"), server.uri, model="dsp-logmel")
     try:
-        server.start()
+        server.start(wait_s=180)
         indexer = start_indexer(folder, settings.catalog, server.uri)
         wait_for_progress(settings, 5, indexer)
         server.kill()
@@ -175,7 +145,8 @@ def test_mariadb_stopped_and_started_mid_run(tmp_path, mysql_url):
         stop_mariadb()
         out, _ = indexer.communicate(timeout=300)
         assert indexer.returncode != 0, "the indexer finished before MariaDB went down: give it more files"
-        assert "MySQL catalog mysql://root:***@127.0.0.1:3306/" in out and ("failed" in out or "Cannot reach" in out), out
+        assert "MySQL catalog mysql://root:***@127.0.0.1:3306/" in out, out
+        assert "failed" in out or "Cannot reach" in out, out
         # While it is down: a clear error, no traceback.
         down = subprocess.run(
             [AUDIOSIM, "stats", "--catalog", mysql_url, "--milvus", settings.milvus], capture_output=True, text=True
