@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -13,6 +14,13 @@ class UploadTooLarge(Exception):
 
 class NoUpload(Exception):
     pass
+
+
+class UploadStalled(Exception):
+    """The client stopped sending the body: a slow or abandoned upload must not hold a connection forever."""
+
+
+IDLE_S = 20.0  # the longest pause allowed between two pieces of an upload
 
 
 async def receive_upload(request, field: str, destination, max_bytes: int) -> str:
@@ -27,10 +35,16 @@ async def receive_upload(request, field: str, destination, max_bytes: int) -> st
 
 
 async def _chunks(request, max_bytes: int):
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise UploadTooLarge()  # refused before a byte of it is read
     total = 0
     more = True
     while more:
-        message = await request.receive()
+        try:
+            message = await asyncio.wait_for(request.receive(), IDLE_S)
+        except asyncio.TimeoutError:
+            raise UploadStalled() from None
         if message["type"] != "http.request":
             return
         chunk = message.get("body", b"")

@@ -14,7 +14,8 @@ from .compat import can_upload, can_view_clips
 from .spectrogram import spectrogram_png
 from .state import holder_for
 from .streaming import send_file
-from .uploads import NoUpload, UploadTooLarge, receive_upload
+from .uploads import IDLE_S as UPLOAD_IDLE_S
+from .uploads import NoUpload, UploadStalled, UploadTooLarge, receive_upload
 
 
 class BadRequest(Exception):
@@ -23,6 +24,10 @@ class BadRequest(Exception):
 
 class PayloadTooLarge(Exception):
     """Rendered as a 413 page or JSON error."""
+
+
+class RequestTimeout(Exception):
+    """Rendered as a 408 page or JSON error."""
 
 
 async def _holder_or_404(datasette):
@@ -101,9 +106,17 @@ async def find_similar(datasette, request):
         await check_view(datasette, request, holder)
         context = await _find_similar(datasette, request, holder)
         status = 200
-    except (BadRequest, PayloadTooLarge, AudioSimError) as e:
+    except (BadRequest, PayloadTooLarge, RequestTimeout, AudioSimError) as e:
         # AudioSimError here is the vector store or model being unavailable: say so instead of a bare 500.
-        status = 413 if isinstance(e, PayloadTooLarge) else 400 if isinstance(e, BadRequest) else 503
+        status = (
+            413
+            if isinstance(e, PayloadTooLarge)
+            else 408
+            if isinstance(e, RequestTimeout)
+            else 400
+            if isinstance(e, BadRequest)
+            else 503
+        )
         if as_json:
             return Response.json({"ok": False, "error": str(e)}, status=status)
         context = {"error": str(e), "results": None, "query": None, "filters": {}, "k": 10}
@@ -174,6 +187,8 @@ async def _search_upload(request, holder, k, filters):
                 ) from None
             except NoUpload as e:
                 raise BadRequest(str(e)) from None
+            except UploadStalled:
+                raise RequestTimeout(f"The upload stalled: nothing arrived for {UPLOAD_IDLE_S:.0f} s") from None
 
         def search(service):
             try:

@@ -147,3 +147,40 @@ def test_backend_answers_10_concurrent_predict_batches_without_an_error(tmp_path
     save("load-backend.json", result)
     assert not errors, errors[:5]
     assert len(samples["predict"]) == 50
+
+
+@pytest.mark.slow
+def test_slow_and_oversized_uploads_are_cut_off_and_hold_nobody_up(served):  # noqa: F811
+    import socket
+
+    from datasette_audiosim.uploads import IDLE_S
+
+    base, _ = served
+    host, port = urllib.parse.urlsplit(base).netloc.split(":")
+
+    def raw_post(length: int, body: bytes) -> socket.socket:
+        s = socket.create_connection((host, int(port)), timeout=IDLE_S + 30)
+        head = f"POST /-/audiosim.json HTTP/1.1\r\nHost: {host}\r\nContent-Type: audio/wav\r\n"
+        s.sendall(f"{head}Content-Length: {length}\r\n\r\n".encode() + body)
+        return s
+
+    def status_of(s: socket.socket) -> tuple[int, bytes]:
+        reply = s.recv(65536)
+        return int(reply.split(b" ", 2)[1]), reply
+
+    huge = raw_post(10 * 2**30, b"")  # claims 10 GB: refused before any of it is read
+    code, reply = status_of(huge)
+    assert code == 413 and b"larger than the 20 MB limit" in reply
+    huge.close()
+
+    slow = raw_post(1_000_000, b"RIFF" + b"\0" * 96)  # then nothing more
+    started = time.monotonic()
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    for clip in (1, 2, 3):  # others are served while the slow upload hangs
+        conn.request("GET", f"/-/audiosim.json?clip={clip}&k=3")
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())["results"]
+    code, reply = status_of(slow)
+    assert code == 408 and b"upload stalled" in reply
+    assert time.monotonic() - started >= IDLE_S - 1  # it was cut off by the idle limit, not by anything else
+    slow.close()
