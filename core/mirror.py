@@ -162,15 +162,23 @@ class Mirror:
         candidates = self.live[: self.size]
         if clip_ids is not None:
             candidates = candidates & np.isin(self.clip_ids[: self.size], np.asarray(list(clip_ids), np.int64))
-        rows = np.flatnonzero(candidates)
-        if not len(rows):
+        count = int(candidates.sum())
+        if not count:
             return np.zeros((len(queries), 0)), np.zeros((len(queries), 0), np.int64)
-        scores = queries @ self.vectors[rows].T
-        k = min(limit, len(rows))
+        if count < self.size // 8:  # a small subset: gather it (the copy is cheaper than scoring every row)
+            rows = np.flatnonzero(candidates)
+            scores = queries @ self.vectors[rows].T
+        else:  # score every row in place (no copy of the matrix), then rule out the others
+            rows = None
+            scores = queries @ self.vectors[: self.size].T
+            if count < self.size:
+                scores[:, ~candidates] = -np.inf
+        k = min(limit, count)
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(scores, top, axis=1)
         order = np.argsort(-top_scores, axis=1)
-        return np.take_along_axis(top_scores, order, axis=1), rows[np.take_along_axis(top, order, axis=1)]
+        top = np.take_along_axis(top, order, axis=1)
+        return np.take_along_axis(top_scores, order, axis=1), (top if rows is None else rows[top])
 
     def vectors_of(self, ids) -> dict[int, np.ndarray]:
         return {int(i): self.vectors[self.row_of[int(i)]].copy() for i in ids if int(i) in self.row_of}
