@@ -56,7 +56,11 @@ def main(argv=None):
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--milvus", default=None, help="server URI; default: a Milvus Lite store in a temp dir")
     parser.add_argument("--ef", type=int, default=None, help="HNSW search breadth (default: the store's)")
-    parser.add_argument("--index", default="HNSW", choices=["HNSW", "IVF_FLAT"], help="the collection's index")
+    parser.add_argument("--nprobe", type=int, default=None, help="IVF lists searched (default: the store's)")
+    parser.add_argument("--sweep-nprobe", type=int, nargs="*", help="also measure these IVF nprobe values")
+    parser.add_argument(
+        "--index", choices=["HNSW", "IVF_FLAT", "FLAT"], help="the collection's index (default: the store's)"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -87,22 +91,36 @@ def main(argv=None):
             store.client.load_collection(name)
         store.search(name, queries[:5], 10)  # warm-up: load, first-query costs
 
+        tuning = {k: v for k, v in (("ef", args.ef), ("nprobe", args.nprobe)) if v}
         milvus_times, recalls = [], []
         exact = np.argsort(-(queries @ data.T), axis=1)[:, :10]
         for qi, q in enumerate(queries):
             t = time.perf_counter()
-            hits = store.search(name, q[None], 10, **({"ef": args.ef} if args.ef else {}))[0]
+            hits = store.search(name, q[None], 10, **tuning)[0]
             milvus_times.append(time.perf_counter() - t)
             recalls.append(len({h.vector_id for h in hits} & set(exact[qi].tolist())) / 10)
 
         # Throughput for batches: every query in one call.
         t = time.perf_counter()
-        store.search(name, queries, 10, **({"ef": args.ef} if args.ef else {}))
+        store.search(name, queries, 10, **tuning)
         milvus_batch_qps = len(queries) / (time.perf_counter() - t)
         t = time.perf_counter()
         scores = queries @ data.T
         np.argpartition(-scores, 10, axis=1)[:, :10]
         numpy_batch_qps = len(queries) / (time.perf_counter() - t)
+
+        # Other search breadths on the same data, to show the latency/recall trade-off.
+        sweep = []
+        for nprobe in args.sweep_nprobe or []:
+            times, found = [], []
+            for qi, q in enumerate(queries):
+                t = time.perf_counter()
+                hits = store.search(name, q[None], 10, nprobe=nprobe)[0]
+                times.append(time.perf_counter() - t)
+                found.append(len({h.vector_id for h in hits} & set(exact[qi].tolist())) / 10)
+            sweep.append(
+                {"nprobe": nprobe, "p50_ms": percentile_ms(times, 50), "recall_at_10": round(float(np.mean(found)), 4)}
+            )
 
         numpy_times = []
         for q in queries:
@@ -121,7 +139,10 @@ def main(argv=None):
         "n": args.n,
         "dim": args.dim,
         "ef": args.ef,
-        "index": args.index if args.milvus else "in-process mirror (exact below 20k rows, else IVF-Flat nprobe 32)",
+        "nprobe": args.nprobe,
+        "index": (args.index or "IVF_FLAT")
+        if args.milvus
+        else "in-process mirror (exact below 20k rows, else IVF-Flat)",
         "queries": args.queries,
         "insert_per_s": round(args.n / insert_s),
         "milvus_p50_ms": percentile_ms(milvus_times, 50),
@@ -137,6 +158,7 @@ def main(argv=None):
         "raw_vectors_mb": round(data.nbytes / 2**20),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "quick": args.quick,
+        "sweep": sweep,
         "index_state": {k: index_info.get(k) for k in ("indexed_rows", "total_rows", "pending_index_rows", "state")},
     }
     print(json.dumps(result))
