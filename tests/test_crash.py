@@ -1,5 +1,5 @@
-"""SIGKILL the real indexer at many moments of a run; the next run must leave every file indexed exactly once,
-with catalog and vectors agreeing. The deterministic per-write crash states are in test_service.py."""
+"""SIGKILL the real indexer at many moments of a run, and at each write of a clip mid-batch; the next run must leave
+every file indexed exactly once, with catalog and vectors agreeing and searches right."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -72,6 +73,68 @@ def test_sigkill_at_many_moments_then_resume(tmp_path):
         stats = sim.stats()
         assert stats["vectors"] == stats["segments"]
         for wav in sorted(folder.iterdir())[::7]:
+            assert sim.search_file(wav, k=1)[0].clip.path == str(wav)
+
+
+# The real indexer, SIGKILLed at one precise write: the Nth call of a catalog or vector-store method, just before
+# or just after it runs. Nothing is replaced; the process simply dies there.
+KILL_AT = textwrap.dedent(
+    """
+    import functools, os, signal, sys
+    from audiosim import catalog, vectors
+    cls = {"catalog": catalog.Catalog, "store": vectors.VectorStore}[sys.argv[1]]
+    method, when, nth = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    original, calls = getattr(cls, method), [0]
+
+    @functools.wraps(original)
+    def dying(self, *args, **kwargs):
+        calls[0] += 1
+        if when == "before" and calls[0] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(self, *args, **kwargs)
+        if when == "after" and calls[0] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(cls, method, dying)
+    from audiosim.cli import cli
+    cli(sys.argv[5:])
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "target,method,when",
+    [
+        ("catalog", "begin_clip", "after"),  # the clip is pending, its old vectors not yet deleted
+        ("store", "upsert", "before"),  # pending, vectors deleted, new ones not written
+        ("store", "upsert", "after"),  # vectors written, catalog not told
+        ("catalog", "finish_clip", "before"),  # the same, one step later
+        ("catalog", "finish_clip", "after"),  # the clip is ready: nothing to redo
+    ],
+)
+def test_sigkill_at_each_write_of_a_clip_mid_batch_then_resume(tmp_path, target, method, when):
+    folder = tmp_path / "sounds"
+    for i in range(20):
+        write(folder / f"{i:02d}.wav", sound(KINDS[i % 6], 1.0 + (i % 4), seed=i))
+    catalog, store = tmp_path / "c.db", tmp_path / "v.db"
+    args = ["index", str(folder), "--catalog", str(catalog), "--milvus", str(store), "--model", "dsp-logmel"]
+    # The 8th clip: mid-batch, with clips already done before it and more queued after it.
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, target, method, when, "8", *args], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert 0 < ready_clips(catalog) < 20
+    finished = subprocess.run([AUDIOSIM, *args], capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    with sqlite3.connect(catalog) as conn:
+        paths = sorted(row[0] for row in conn.execute("select path from clips where status = 'ready'"))
+        assert conn.execute("select count(*) from clips where status <> 'ready'").fetchone()[0] == 0
+    assert paths == sorted(str(p) for p in folder.iterdir())  # every file exactly once
+    with AudioSim(Settings(str(catalog), str(store))) as sim:
+        report = sim.verify()
+        assert report.ok, report.problems
+        assert sim.stats()["vectors"] == sim.stats()["segments"]
+        for wav in sorted(folder.iterdir())[::3]:
             assert sim.search_file(wav, k=1)[0].clip.path == str(wav)
 
 
