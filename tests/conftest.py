@@ -26,6 +26,12 @@ MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
 MILVUS_PORT = 19530
 
 
+def pytest_collection_modifyitems(items):
+    # Tests that stop and restart a shared service go last (a stable sort keeps the rest in order): nothing else
+    # then runs against a service that is coming back.
+    items.sort(key=lambda item: item.get_closest_marker("outage") is not None)
+
+
 def unavailable(reason: str):
     if IN_CI:
         pytest.fail(f"{reason} (CI=true: service-backed tests must not be skipped)")
@@ -119,22 +125,18 @@ def wait_for_milvus(uri: str, seconds: float) -> None:
 class MilvusServer:
     """The real Milvus standalone from the PyPI package ``milvus``, in its own process group."""
 
-    def __init__(self, data_dir: Path, ports: dict[str, int] | None = None):
-        """``ports``: milvus-server's port options (``{"--proxy-port": 29530, ...}``) to run beside another."""
+    def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self.ports = ports or {}
-        self.port = self.ports.get("--proxy-port", MILVUS_PORT)
         self.process: subprocess.Popen | None = None
-        self.uri = f"http://127.0.0.1:{self.port}"
+        self.uri = f"http://127.0.0.1:{MILVUS_PORT}"
 
     def start(self, wait_s: float = 120.0):
         binary = milvus_server_binary()
         if binary is None:
             unavailable("milvus-server is not installed (pip install milvus)")
         log = open(self.data_dir / "server.log", "ab")
-        port_args = [arg for option, port in self.ports.items() for arg in (option, str(port))]
         self.process = subprocess.Popen(
-            [binary, "--data", str(self.data_dir), *port_args],
+            [binary, "--data", str(self.data_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -151,17 +153,17 @@ class MilvusServer:
             self.process.wait(timeout=30)
             self.process = None
         deadline = time.monotonic() + 30
-        while port_open("127.0.0.1", self.port) and time.monotonic() < deadline:
+        while port_open("127.0.0.1", MILVUS_PORT) and time.monotonic() < deadline:
             time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory):
-    """URI of a running Milvus server: AUDIOSIM_TEST_MILVUS if set, else one started for this session."""
+def milvus_server_process(tmp_path_factory):
+    """The session's Milvus server as a MilvusServer, which a test may kill and restart; None when
+    AUDIOSIM_TEST_MILVUS names a server of your own."""
     if os.environ.get("AUDIOSIM_TEST_MILVUS"):
-        uri = os.environ["AUDIOSIM_TEST_MILVUS"]
-        wait_for_milvus(uri, 30)
-        yield uri
+        wait_for_milvus(os.environ["AUDIOSIM_TEST_MILVUS"], 30)
+        yield None
         return
     deadline = time.monotonic() + 30  # a server from a run that just ended may still be letting go of the port
     while port_open("127.0.0.1", MILVUS_PORT) and time.monotonic() < deadline:
@@ -174,8 +176,14 @@ def milvus_server(tmp_path_factory):
     except Exception as e:
         server.kill()
         unavailable(f"Milvus server did not start: {e}")
-    yield server.uri
+    yield server
     server.kill()
+
+
+@pytest.fixture(scope="session")
+def milvus_server(milvus_server_process):
+    """URI of a running Milvus server: AUDIOSIM_TEST_MILVUS if set, else one started for this session."""
+    return milvus_server_process.uri if milvus_server_process else os.environ["AUDIOSIM_TEST_MILVUS"]
 
 
 # -- backends ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MilvusServer, milvus_server_binary, port_open, unavailable
+from conftest import port_open, unavailable
 
 from audiosim import Settings
 from audiosim.service import AudioSim
@@ -20,19 +20,6 @@ from audiosim.synth import KINDS, sound, write
 AUDIOSIM = str(Path(sys.executable).with_name("audiosim"))
 SESSION_EXPIRY_S = 90
 FILES = 300  # enough that the outage lands mid-run: dsp-logmel indexes ~80 short files a second
-# A server of its own, on ports clear of the session's (19530 and Milvus' defaults around it).
-OWN_PORTS = {
-    "--proxy-port": 29530,
-    "--etcd-port": 22379,
-    "--root-coord-port": 33333,
-    "--proxy-internal-port": 39529,
-    "--query-coord-port": 39531,
-    "--query-node-port": 31121,
-    "--index-coord-port": 31000,
-    "--index-node-port": 31002,
-    "--data-coord-port": 33001,
-    "--data-node-port": 31124,
-}
 
 
 def folder_of_sounds(folder: Path, count: int) -> Path:
@@ -76,35 +63,32 @@ def assert_complete(settings: Settings, folder: Path, count: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.outage
 @pytest.mark.server
-def test_milvus_server_killed_and_restarted_mid_run(tmp_path):
-    if milvus_server_binary() is None:
-        unavailable("milvus-server is not installed (pip install milvus)")
-    if port_open("127.0.0.1", OWN_PORTS["--proxy-port"]):
-        unavailable(f"port {OWN_PORTS['--proxy-port']} is taken")
-    (tmp_path / "milvus").mkdir()
-    server = MilvusServer(tmp_path / "milvus", ports=OWN_PORTS)
+def test_milvus_server_killed_and_restarted_mid_run(tmp_path, milvus_server_process):
+    """The session's own server is killed and brought back: the tests after this one use it again."""
+    if milvus_server_process is None:
+        unavailable("an external Milvus server (AUDIOSIM_TEST_MILVUS) cannot be killed and restarted by the tests")
+    server = milvus_server_process
     folder = folder_of_sounds(tmp_path / "sounds", FILES)
     settings = Settings(str(tmp_path / "catalog.db"), server.uri, model="dsp-logmel")
+    indexer = start_indexer(folder, settings.catalog, server.uri)
+    wait_for_progress(settings, 5, indexer)
+    server.kill()
     try:
-        server.start(wait_s=180)
-        indexer = start_indexer(folder, settings.catalog, server.uri)
-        wait_for_progress(settings, 5, indexer)
-        server.kill()
         out, _ = indexer.communicate(timeout=300)
         assert indexer.returncode != 0, "the indexer finished before the server went down: give it more files"
         assert "Cannot use the Milvus server at" in out, out[-2000:]
-
+    finally:
         # Milvus 2.3's coordinators register sessions in its embedded etcd; a restart while the dead process's
-        # sessions are still live never becomes ready ("node not match"). Measured here: 60 s was not enough, 90 s was.
+        # sessions are still live never becomes ready ("node not match"). Measured here: 60 s was not enough,
+        # 90 s was.
         time.sleep(SESSION_EXPIRY_S)
         server.start(wait_s=240)  # same data folder: what was flushed before the kill is still there
-        rerun = start_indexer(folder, settings.catalog, server.uri)
-        out, _ = rerun.communicate(timeout=600)
-        assert rerun.returncode == 0, out[-2000:]
-        assert_complete(settings, folder, FILES)
-    finally:
-        server.kill()
+    rerun = start_indexer(folder, settings.catalog, server.uri)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out[-2000:]
+    assert_complete(settings, folder, FILES)
 
 
 def mariadb_running() -> bool:
@@ -133,6 +117,7 @@ def start_mariadb() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.outage
 @pytest.mark.mysql
 def test_mariadb_stopped_and_started_mid_run(tmp_path, mysql_url):
     if os.geteuid() != 0 or not os.path.exists("/usr/sbin/mariadbd"):
