@@ -120,14 +120,11 @@ class VectorStore:
         self._loaded.add(name)
 
     def _check_dim(self, name: str, dim: int) -> None:
-        info = self._call(self.client.describe_collection, name)
-        for field in info.get("fields", []):
-            if field.get("name") == "vector":
-                have = int(field.get("params", {}).get("dim", dim))
-                if have != dim:
-                    raise VectorStoreUnavailable(
-                        f"Milvus collection {name} holds {have}-d vectors, not {dim}-d: it belongs to another model"
-                    )
+        have = self._dim(name)
+        if have != dim:
+            raise VectorStoreUnavailable(
+                f"Milvus collection {name} holds {have}-d vectors, not {dim}-d: it belongs to another model"
+            )
 
     def _ensure_loaded(self, name: str) -> None:
         # A reopened Milvus Lite store, or a restarted server, keeps collections released until loaded.

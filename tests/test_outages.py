@@ -126,7 +126,7 @@ def test_mariadb_stopped_and_started_mid_run(tmp_path, mysql_url):
     settings = Settings(mysql_url, str(tmp_path / "vectors.db"), model="dsp-logmel")
     indexer = start_indexer(folder, mysql_url, settings.milvus)
     try:
-        wait_for_progress_lite_free(settings, 5, indexer)
+        wait_for_progress(settings, 5, indexer)
         stop_mariadb()
         out, _ = indexer.communicate(timeout=300)
         assert indexer.returncode != 0, "the indexer finished before MariaDB went down: give it more files"
@@ -145,27 +145,3 @@ def test_mariadb_stopped_and_started_mid_run(tmp_path, mysql_url):
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out[-2000:]
     assert_complete(settings, folder, FILES)
-
-
-def wait_for_progress_lite_free(settings: Settings, at_least: int, indexer: subprocess.Popen) -> None:
-    """Progress read from the MySQL catalog alone: the indexer holds the Milvus Lite store."""
-    import pymysql
-
-    from audiosim.catalog_mysql import parse_mysql_url
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if indexer.poll() is not None:
-            pytest.fail(f"the indexer finished before the outage: {indexer.stdout.read()[-2000:]}")
-        try:
-            conn = pymysql.connect(**parse_mysql_url(settings.catalog))
-            with conn.cursor() as cur:
-                cur.execute("SELECT COUNT(*) FROM clips WHERE status = 'ready'")
-                if cur.fetchone()[0] >= at_least:
-                    conn.close()
-                    return
-            conn.close()
-        except pymysql.err.MySQLError:
-            pass
-        time.sleep(0.2)
-    pytest.fail("the indexer made no progress")
