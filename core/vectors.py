@@ -287,12 +287,13 @@ class VectorStore:
         nprobe: int = SEARCH_NPROBE,
     ) -> list[list[Hit]]:
         """The ``limit`` nearest segments for each query vector, best first."""
-        self._ensure_loaded(name)
         vectors = np.asarray(vectors, dtype=np.float32)
         limit = max(1, min(int(limit), MAX_LIMIT))
         if not self.is_server:
+            # The mirror answers: Milvus Lite is not loaded, which would hold every row in memory a second time.
             found = self._mirror(name).search(vectors, limit, clip_ids)
             return [[Hit(*row) for row in hits] for hits in found]
+        self._ensure_loaded(name)
         kwargs = {}
         if clip_ids is not None:
             kwargs["filter"] = f"clip_id in [{', '.join(str(int(c)) for c in clip_ids)}]"
@@ -316,9 +317,9 @@ class VectorStore:
         ]
 
     def vectors(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        self._ensure_loaded(name)
         if not self.is_server:
             return self._mirror(name).vectors_of(ids)
+        self._ensure_loaded(name)
         found = {}
         for i in range(0, len(ids), 1000):
             rows = self._call(self.client.get, name, ids=[int(v) for v in ids[i : i + 1000]], output_fields=["vector"])

@@ -79,18 +79,28 @@ def test_saved_mirror_round_trips_and_refuses_another_token(tmp_path, monkeypatc
     assert IVF_FROM >= 10_000  # the real threshold is untouched by the patch above
 
 
-def test_lite_store_saves_its_mirror_and_reopens_without_rebuilding(tmp_path, caplog):
+def test_lite_store_saves_its_mirror_and_reopens_without_rebuilding_or_loading_lite(tmp_path, caplog):
     uri = str(tmp_path / "v.db")
     data = clustered(500, dim=32)
-    store = VectorStore(uri)
-    store.ensure_collection("c", 32)
-    store.upsert("c", list(range(500)), [i // 5 for i in range(500)], [0.0] * 500, data)
-    store.close()
+    np.save(tmp_path / "data.npy", data)
+    writer = (  # its own process: Milvus Lite lets go of a store only when the process that opened it exits
+        "import numpy as np\nfrom audiosim.vectors import VectorStore\n"
+        f"store = VectorStore({uri!r})\ndata = np.load({str(tmp_path / 'data.npy')!r})\n"
+        "store.ensure_collection('c', 32)\n"
+        "store.upsert('c', list(range(500)), [i // 5 for i in range(500)], [0.0] * 500, data)\n"
+        "store.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", writer], check=True, capture_output=True)
     assert (tmp_path / "v.db-mirror" / "c" / "mirror.json").exists()
     with caplog.at_level(logging.INFO, logger="audiosim.vectors"):
         again = VectorStore(uri)
         hits = again.search("c", data[7:8], 3)[0]
+        got = again.vectors("c", [9])
     assert hits[0].vector_id == 7 and "rebuilt" not in caplog.text
+    assert np.allclose(got[9], data[9])
+    # A reader is served by the mirror alone: it never asks Milvus Lite to load the collection, which would
+    # hold its rows in memory once more.
+    assert "NotLoad" in str(again.client.get_load_state("c")["state"])
     again.close()
 
 
