@@ -28,8 +28,18 @@ def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 200) -> n
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def settle(store, name: str, rows: int, seconds: float = 600) -> dict:
+    """Measure the steady state a server reaches after a bulk load: it merges the many small sealed segments and
+    indexes the merged ones in the background; searches run during that catch both (measured at 100k: p50 11 ms
+    and p99 270 ms during, 4.6 ms after). Ask for the compaction now and wait for it and for the index."""
+    job = store.client.compact(name)
+    deadline = time.monotonic() + seconds
+    while store.client.get_compaction_state(job) != "Completed" and time.monotonic() < deadline:
+        time.sleep(2)
+    return wait_for_index(store, name, rows, deadline - time.monotonic())
+
+
 def wait_for_index(store, name: str, rows: int, seconds: float = 300) -> dict:
-    """Measure the steady state: a server builds the index of sealed segments in the background."""
     deadline = time.monotonic() + seconds
     info = {}
     while time.monotonic() < deadline:
@@ -83,12 +93,15 @@ def main(argv=None):
         store.upsert(name, ids, [i // 8 for i in ids], [float(i % 8) for i in ids], data)
         store.flush(name)
         insert_s = time.perf_counter() - t0
-        index_info = wait_for_index(store, name, args.n) if args.milvus else {}
+        index_info = settle(store, name, args.n) if args.milvus else {}
         if args.milvus:
             # A server searches freshly inserted rows through an interim index of the growing segment (measured
             # recall@10 0.51 for ~15 s, then 0.96 once sealed and indexed); reloading measures the steady state.
             store.client.release_collection(name)
             store.client.load_collection(name)
+            segments = len(store.client.list_loaded_segments(name))
+        else:
+            segments = None
         store.search(name, queries[:5], 10)  # warm-up: load, first-query costs
 
         tuning = {k: v for k, v in (("ef", args.ef), ("nprobe", args.nprobe)) if v}
@@ -160,6 +173,7 @@ def main(argv=None):
         "quick": args.quick,
         "sweep": sweep,
         "index_state": {k: index_info.get(k) for k in ("indexed_rows", "total_rows", "pending_index_rows", "state")},
+        "segments": segments,
     }
     print(json.dumps(result))
     if args.out:
