@@ -60,6 +60,45 @@ def test_ivf_takes_over_at_scale_keeps_recall_and_follows_deletes(monkeypatch):
     m.delete_clips(list(range(0, 600, 2)))  # half the clips of the first 6000 rows' first tenth
     gone = {h[1] for q in queries for h in m.search(q, 50)[0]} & set(range(0, 600, 2))
     assert not gone
+    assert m.vectors is None  # the index holds the only copy of the vectors
+
+
+def test_ivf_answers_filters_and_long_lists_exactly_and_survives_compaction(monkeypatch):
+    monkeypatch.setattr(mirror_module, "IVF_FROM", 2000)
+    data = clustered(5000, seed=3)
+    ids = np.arange(5000) + 10_000
+    m = Mirror(64)
+    for i in range(0, 5000, 1000):
+        m.upsert(ids[i : i + 1000], np.arange(i, i + 1000) // 10, np.zeros(1000), data[i : i + 1000])
+    assert m.ivf is not None
+    q = clustered(1, seed=4)[0]
+    # Long lists and filters scan every list: exact search, up to float16's rounding of near ties.
+    scores = data @ q
+    score_of = dict(zip(ids.tolist(), scores.tolist(), strict=True))
+
+    def exact_up_to_float16(hits, rows, k):
+        best = np.sort(scores[rows])[::-1][:k]
+        true = [score_of[h[0]] for h in hits]
+        return len(hits) == k and np.allclose(true, best, atol=2e-3) and np.allclose([h[3] for h in hits], true, atol=2e-3)
+
+    everything = np.arange(5000)
+    assert exact_up_to_float16(m.search(q, 300)[0], everything, 300)
+    wide = list(range(0, 500, 2))  # half the clips: scanned through the index with a selector
+    hits = m.search(q, 20, clip_ids=wide)[0]
+    assert exact_up_to_float16(hits, np.flatnonzero(np.isin(everything // 10, wide)), 20)
+    assert {h[1] for h in hits} <= set(wide)
+    narrow = [7, 8]  # a few rows: gathered from the index and scored directly
+    hits = m.search(q, 5, clip_ids=narrow)[0]
+    assert exact_up_to_float16(hits, np.arange(70, 90), 5) and {h[1] for h in hits} <= {7, 8}
+    # Deleting 40 % compacts (row numbers change, the index is rebuilt from itself); then below half the
+    # threshold the mirror goes back to exact search on float32 vectors read back from the index.
+    m.delete_ids(ids[:2000])
+    assert m.size == 3000 and m.ivf is not None and len(m) == 3000
+    assert m.search(data[2500], 1)[0][0][0] == ids[2500]
+    m.delete_ids(ids[2000:4100])
+    assert m.ivf is None and len(m) == 900
+    assert np.allclose(m.vectors_of([ids[4500]])[ids[4500]], data[4500], atol=1e-3)
+    assert m.search(data[4500], 1)[0][0][0] == ids[4500]
 
 
 def test_saved_mirror_round_trips_and_refuses_another_token(tmp_path, monkeypatch):
@@ -73,8 +112,10 @@ def test_saved_mirror_round_trips_and_refuses_another_token(tmp_path, monkeypatc
     assert back is not None and len(back) == 2998 and back.ivf is not None
     q = data[100]
     assert [h[0] for h in back.search(q, 5)[0]] == [h[0] for h in m.search(q, 5)[0]]
+    assert np.allclose(back.vectors_of([7])[7], data[7], atol=1e-3)  # the index holds them, as float16
+    assert not (tmp_path / "m" / "vectors.npy").exists()  # one copy of the vectors, on disk as in memory
     assert Mirror.load(tmp_path / "m", 64, "t2") is None  # Lite moved on since: rebuild
-    (tmp_path / "m" / "vectors.npy").write_bytes(b"torn")
+    (tmp_path / "m" / "ivf.faiss").write_bytes(b"torn")
     assert Mirror.load(tmp_path / "m", 64, "t1") is None
     assert IVF_FROM >= 10_000  # the real threshold is untouched by the patch above
 
