@@ -107,6 +107,10 @@ class Indexer:
                     batches.get(timeout=0.1)
                 except queue.Empty:
                     pass
+        if report.indexed and self.store.is_server:
+            # Seal what this run wrote, so the server indexes it now: until then a growing segment is searched
+            # through a rough interim index (measured: recall@10 0.51 on freshly inserted rows).
+            self.store.flush(self.collection)
         return report
 
     # -- reader thread -------------------------------------------------------------------------

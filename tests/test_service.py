@@ -12,6 +12,7 @@ from audiosim import ClipNotFound
 from audiosim.catalog import DELETING, PENDING, vector_id
 from audiosim.scan import path_key
 from audiosim.service import AudioSim
+from audiosim.settings import Settings
 from audiosim.synth import sound, write
 
 
@@ -195,3 +196,19 @@ def test_pending_clip_whose_file_vanished_is_dropped(backend, sounds):
         os.remove(sounds / "hum.wav")
         sim.index([])
         assert sim.verify().ok and sim.stats()["clips"] == 5
+
+
+@pytest.mark.server
+def test_an_index_run_on_a_milvus_server_seals_what_it_wrote(tmp_path, sounds, milvus_server):
+    """A growing segment is searched through a rough interim index until the server seals it; the run seals it."""
+    settings = Settings(
+        catalog=str(tmp_path / "catalog.db"), milvus=milvus_server, model="dsp-logmel", model_dir=tmp_path / "m"
+    )
+    with AudioSim(settings) as sim:
+        report = sim.index([sounds])
+        name = sim.collection().name
+        segments = sim.store.client.list_persistent_segments(name)
+        assert len(report.indexed) == 6
+        assert segments and {getattr(s.state, "name", s.state) for s in segments} == {"Flushed"}
+        assert sum(s.num_rows for s in segments) == report.segments
+        sim.store.drop_collection(name)
