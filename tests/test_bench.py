@@ -39,6 +39,7 @@ def test_search_bench_reports_latency_recall_and_throughput(tmp_path):
     result = run_bench("search.py", tmp_path=tmp_path)
     assert result["n"] == 2000 and 0.5 <= result["recall_at_10"] <= 1.0
     assert result["milvus_batch_queries_per_s"] > 0 and result["peak_rss_mb"] > result["raw_vectors_mb"]
+    assert result["serving_peak_rss_mb"] > result["raw_vectors_mb"]  # a fresh reader process, measured
 
 
 @pytest.mark.slow
