@@ -17,7 +17,6 @@ a process that died after writing leaves the tokens different, and the mirror is
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import secrets
@@ -25,6 +24,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+
+from .memory import return_freed_memory
 
 IVF_FROM = 20_000  # below this many rows exact search is as fast as an ANN index, and always right
 IVF_NPROBE = 32
@@ -150,7 +151,7 @@ class Mirror:
         for i in range(0, len(rows), 10_000):
             ivf.add_with_ids(self._vectors_at(rows[i : i + 10_000]), np.asarray(new_rows[i : i + 10_000], np.int64))
         self.ivf, self.vectors, self.trained_at = ivf, None, len(rows)
-        _return_freed_memory()
+        return_freed_memory()  # the old index's pages (measured at 1M: 5.2 GB resident, 9.5 without)
 
     def _vectors_at(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
@@ -277,12 +278,3 @@ class Mirror:
             return mirror
         except (OSError, ValueError, KeyError, RuntimeError):
             return None
-
-
-def _return_freed_memory() -> None:
-    """Hand the old index's memory back to the system: glibc keeps freed blocks for reuse, which left a
-    1M-vector mirror holding twice its size after its last retraining."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass

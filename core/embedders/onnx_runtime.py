@@ -8,6 +8,7 @@ torch's on a probe batch; anything that goes wrong leaves the caller on torch.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -16,6 +17,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from ..memory import return_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +51,22 @@ class OnnxCnn14:
         return embedding, scores
 
 
-def load_onnx_cnn14(model, checkpoint: Path, threads: int | None = None) -> OnnxCnn14 | None:
-    """The ONNX Runtime twin of a loaded torch Cnn14, or None (with the reason logged) when it cannot be had.
-    A cached graph that does not load or does not match torch (a torn write, another exporter) is rebuilt once."""
+def load_onnx_cnn14(load_torch, checkpoint: Path, threads: int | None = None) -> OnnxCnn14 | None:
+    """The ONNX Runtime twin of the torch Cnn14 that ``load_torch()`` builds, or None (with the reason logged)
+    when it cannot be had. A cached graph that does not load or does not match torch (a torn write, another
+    exporter) is rebuilt once. Torch's model is let go before ONNX Runtime builds its session, which briefly
+    needs several times the graph's size: holding both peaked at 1.9 GB, one at a time at about 1.2 GB."""
     for attempt in (1, 2):
+        model = load_torch()  # a checkpoint that does not load is the caller's error to report, not ours
         graph = None
         try:
             graph = _cached_or_exported(model, checkpoint)
+            expected = _reference(model)
+            model = None
+            gc.collect()
+            return_freed_memory()
             twin = OnnxCnn14(_session(graph, threads))
-            problem = _disagreement(model, twin)
+            problem = _disagreement(expected, twin)
         except Exception as e:  # export and session creation raise many kinds; torch still works
             problem = f"{type(e).__name__}: {e}"
         if not problem:
@@ -119,16 +129,24 @@ def _export(model, destination) -> None:
         )
 
 
-def _disagreement(model, twin: OnnxCnn14) -> str | None:
-    """None when the twin reproduces torch on a deterministic probe of noise and a tone; else how far off it is."""
-    import torch
-
+def _probe() -> np.ndarray:
+    """A deterministic batch of noise and a tone."""
     rng = np.random.default_rng(0)
     t = np.arange(PROBE_SAMPLES, dtype=np.float32) / 32000
-    probe = np.stack([0.1 * rng.standard_normal(PROBE_SAMPLES), 0.5 * np.sin(2 * np.pi * 440 * t)]).astype(np.float32)
+    return np.stack([0.1 * rng.standard_normal(PROBE_SAMPLES), 0.5 * np.sin(2 * np.pi * 440 * t)]).astype(np.float32)
+
+
+def _reference(model) -> list[np.ndarray]:
+    """Torch's outputs on the probe: what the twin must reproduce."""
+    import torch
+
     with torch.inference_mode():
-        expected = [o.numpy() for o in model(torch.from_numpy(probe))]
-    for name, want, got in zip(("embedding", "scores"), expected, twin(probe), strict=True):
+        return [o.numpy().copy() for o in model(torch.from_numpy(_probe()))]
+
+
+def _disagreement(expected: list[np.ndarray], twin: OnnxCnn14) -> str | None:
+    """None when the twin reproduces torch's outputs on the probe; else how far off it is."""
+    for name, want, got in zip(("embedding", "scores"), expected, twin(_probe()), strict=True):
         error = float(np.max(np.abs(want - got)))
         if error > 1e-3 * max(1.0, float(np.max(np.abs(want)))):
             return f"{name} differs by {error:.3g}"

@@ -39,11 +39,10 @@ class PannsCnn14(Embedder):
     def load(self):
         with self._lock:
             if self._model is None:
-                model = load_cnn14(self.checkpoint_path)
-                self._model = self._fast_twin(model) or on_best_device(model)
+                self._model = self._fast_twin() or on_best_device(load_cnn14(self.checkpoint_path))
         return self._model
 
-    def _fast_twin(self, model):
+    def _fast_twin(self):
         """On CPU, ONNX Runtime runs Cnn14 faster than torch eager; on a GPU torch stays."""
         import torch
 
@@ -55,7 +54,9 @@ class PannsCnn14(Embedder):
             if self.runtime == "onnx":
                 raise ModelNotAvailable("--runtime onnx needs onnxruntime and onnx: pip install onnxruntime onnx")
             return None
-        twin = onnx_runtime.load_onnx_cnn14(model, self.checkpoint_path, threads=torch.get_num_threads())
+        twin = onnx_runtime.load_onnx_cnn14(
+            lambda: load_cnn14(self.checkpoint_path), self.checkpoint_path, threads=torch.get_num_threads()
+        )
         if twin is None and self.runtime == "onnx":
             raise ModelNotAvailable("ONNX Runtime could not run this Cnn14 checkpoint (see the log)")
         return twin
