@@ -48,3 +48,12 @@ def test_upload_bench_times_each_query_length_on_both_engines(tmp_path):
     assert {(r["engine"], r["query_s"]) for r in result["results"]} == {
         (engine, seconds) for engine in ("onnxruntime", "torch") for seconds in (1.0, 10.0)
     }
+
+
+@pytest.mark.slow
+def test_long_file_bench_measures_indexing_memory_against_the_seed_decode(tmp_path):
+    result = run_bench("long_file.py", "--panns-random", tmp_path=tmp_path)
+    assert result["audio_s"] == 120 and result["x_realtime"] > 0
+    # Each figure is a real process's peak: at least Cnn14's weights (330 MB) for the indexer.
+    assert result["index_peak_rss_mb"] > 330 and result["first_use_export_peak_rss_mb"] > 330
+    assert result["seed_librosa_load_peak_rss_mb"] > 0
