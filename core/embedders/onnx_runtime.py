@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import io
+import json
 import logging
 import os
 import tempfile
@@ -76,9 +78,15 @@ class OnnxCnn14:
 
 def load_onnx_cnn14(load_torch, checkpoint: Path, threads: int | None = None) -> OnnxCnn14 | None:
     """The ONNX Runtime twin of the torch Cnn14 that ``load_torch()`` builds, or None (with the reason logged)
-    when it cannot be had. A cached graph that does not load or does not match torch (a torn write, another
-    exporter) is rebuilt once. Torch's model is let go before ONNX Runtime builds its session, which briefly
-    needs several times the graph's size: holding both peaked at 1.9 GB, one at a time at about 1.2 GB."""
+    when it cannot be had.
+
+    A cached graph vouched for at export (its checksum, and torch's outputs on the probe, kept beside it) is
+    loaded without torch at all. Otherwise torch builds the model, the graph is exported (or a cached one that
+    does not load or does not match torch, a torn write or another exporter's, is rebuilt once), and torch's
+    model is let go before ONNX Runtime builds its session, which briefly needs several times the graph's size."""
+    twin = _vouched_for(cache_path(checkpoint), threads)
+    if twin is not None:
+        return twin
     for attempt in (1, 2):
         model = load_torch()  # a checkpoint that does not load is the caller's error to report, not ours
         graph = None
@@ -93,14 +101,50 @@ def load_onnx_cnn14(load_torch, checkpoint: Path, threads: int | None = None) ->
         except Exception as e:  # export and session creation raise many kinds; torch still works
             problem = f"{type(e).__name__}: {e}"
         if not problem:
+            if isinstance(graph, str):
+                _vouch(graph, expected)
             return twin
         if isinstance(graph, str):
-            with contextlib.suppress(OSError):
-                os.unlink(graph)
+            for path in (graph, graph + ".json"):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         if attempt == 2 or not isinstance(graph, str):
             log.warning("ONNX Runtime cannot run this Cnn14 (%s); using torch", problem)
             return None
     return None
+
+
+def _vouch(graph: str, expected: list[np.ndarray]) -> None:
+    """Keep, beside a graph that matched torch, its checksum and torch's outputs on the probe."""
+    note = {"sha256": _sha256(graph), "embedding": expected[0].tolist(), "scores": expected[1].tolist()}
+    try:
+        fd, partial = tempfile.mkstemp(dir=os.path.dirname(graph), suffix=".partial")
+        with os.fdopen(fd, "w") as f:
+            json.dump(note, f)
+        os.replace(partial, graph + ".json")
+    except OSError as e:  # the next load checks against torch again: slower, never wrong
+        log.info("cannot keep the ONNX graph's checksum beside it (%s)", e)
+
+
+def _vouched_for(graph: Path, threads: int | None) -> OnnxCnn14 | None:
+    """The cached graph's session, if the graph is the one vouched for and still reproduces torch's outputs."""
+    try:
+        note = json.loads(Path(str(graph) + ".json").read_text())
+        if _sha256(str(graph)) != note["sha256"]:
+            return None
+        twin = OnnxCnn14(_session(str(graph), threads))
+        expected = [np.asarray(note["embedding"], np.float32), np.asarray(note["scores"], np.float32)]
+    except Exception:  # missing, torn or foreign: the caller checks against torch instead
+        return None
+    return twin if _disagreement(expected, twin) is None else None
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _session(graph: str | bytes, threads: int | None, optimised_to: str | None = None):
@@ -138,7 +182,7 @@ def _cached_or_exported(model, checkpoint: Path) -> str | bytes:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(partial)
-    for stale in checkpoint.parent.glob(f"{checkpoint.name}.*.onnx"):  # a replaced checkpoint's, an old format's
+    for stale in checkpoint.parent.glob(f"{checkpoint.name}.*.onnx*"):  # a replaced checkpoint's, an old format's
         if not stale.name.startswith(_export_name(checkpoint)):
             with contextlib.suppress(OSError):
                 stale.unlink()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -44,19 +45,15 @@ class PannsCnn14(Embedder):
 
     def _fast_twin(self):
         """On CPU, ONNX Runtime runs Cnn14 faster than torch eager; on a GPU torch stays."""
-        import torch
-
         from . import onnx_runtime
 
-        if self.runtime == "torch" or (self.runtime == "auto" and torch.cuda.is_available()):
+        if self.runtime == "torch" or (self.runtime == "auto" and _has_gpu()):
             return None
         if not onnx_runtime.available():
             if self.runtime == "onnx":
                 raise ModelNotAvailable("--runtime onnx needs onnxruntime and onnx: pip install onnxruntime onnx")
             return None
-        twin = onnx_runtime.load_onnx_cnn14(
-            lambda: load_cnn14(self.checkpoint_path), self.checkpoint_path, threads=torch.get_num_threads()
-        )
+        twin = onnx_runtime.load_onnx_cnn14(lambda: load_cnn14(self.checkpoint_path), self.checkpoint_path)
         if twin is None and self.runtime == "onnx":
             raise ModelNotAvailable("ONNX Runtime could not run this Cnn14 checkpoint (see the log)")
         return twin
@@ -69,18 +66,27 @@ class PannsCnn14(Embedder):
         return "onnxruntime" if isinstance(self.load(), OnnxCnn14) else "torch"
 
     def embed_batch(self, batch):
-        import torch
-
         from .onnx_runtime import OnnxCnn14
 
         model = self.load()
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if isinstance(model, OnnxCnn14):
             return model(batch)
+        import torch  # only here: the ONNX path runs without torch in memory (0.2 GB)
+
         device = next(model.parameters()).device
         with torch.inference_mode():
             embedding, scores = model(torch.from_numpy(batch).to(device))
         return embedding.cpu().numpy(), scores.cpu().numpy()
+
+
+def _has_gpu() -> bool:
+    """Whether torch can use a GPU here; without a GPU driver it cannot, and torch is not even imported."""
+    if not any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/kfd", "/dev/nvidia0")):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def load_cnn14(path):
