@@ -100,6 +100,23 @@ def mysql_url(mysql_server):
         cur.execute(f"DROP DATABASE IF EXISTS {name}")
 
 
+# -- memory ------------------------------------------------------------------------------------------
+PEAK_OF_CHILD = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+)
+
+
+def run_measuring_peak(command: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, int]:
+    """Run a command; its result (the wrapper's peak line removed from stdout) and its peak RSS in MiB. It runs
+    under a small wrapper process: Linux counts a forked child's pre-exec memory (here, all of pytest's) in the
+    child's peak, so the command must be forked from something small."""
+    done = subprocess.run([sys.executable, "-c", PEAK_OF_CHILD, *command], capture_output=True, text=True, **kwargs)
+    *lines, peak_kib = done.stdout.strip().splitlines()
+    done.stdout = "\n".join(lines)
+    return done, int(peak_kib) // 1024
+
+
 # -- Milvus standalone server ------------------------------------------------------------------------
 def milvus_server_binary() -> str | None:
     found = shutil.which("milvus-server") or str(Path(sys.executable).with_name("milvus-server"))

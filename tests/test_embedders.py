@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_measuring_peak
 
 from audiosim import ModelMismatch, ModelNotAvailable, Settings
 from audiosim.embedders import loop_pad
@@ -115,16 +116,10 @@ def test_a_cached_onnx_graph_loads_without_torch_or_optimising_again_in_bounded_
         print("torch" in sys.modules)
         """
     )
-    # Linux counts a forked child's pre-exec memory (all of pytest's) in its peak: fork from a small process.
-    wrapper = (
-        "import resource, subprocess, sys; subprocess.check_call(sys.argv[1:]); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)"
-    )
 
     def load_in_a_process() -> tuple[bool, int]:
-        command = [sys.executable, "-c", wrapper, sys.executable, "-c", load]
-        torch_loaded, peak_mb = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
-        return torch_loaded == "True", int(peak_mb)
+        done, peak_mib = run_measuring_peak([sys.executable, "-c", load], check=True)
+        return done.stdout.split()[-1] == "True", peak_mib
 
     first = load_in_a_process()  # exports and optimises, with torch
     graph = onnx_runtime.cache_path(folder / "Cnn14_mAP=0.431.pth")
