@@ -99,6 +99,8 @@ def main(argv=None):
     parser.add_argument("--out")
     parser.add_argument("--store-dir", help=argparse.SUPPRESS)  # internal: build the Lite store here, keep it
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.queries = 2000, 20
     if not args.milvus and not args.store_dir:
         # Milvus Lite lets go of a store only when its process exits: build and measure in one process, then
         # measure a fresh reader in another.
@@ -106,14 +108,11 @@ def main(argv=None):
             child = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--store-dir", tmp]
             out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
             result = json.loads(out.strip().splitlines()[-1])
-            queries = clustered_vectors(args.queries if not args.quick else 20, args.dim, seed=1)
+            queries = clustered_vectors(args.queries, args.dim, seed=1)
             result["serving_peak_rss_mb"] = serving_peak_rss_mb(
                 os.path.join(tmp, "bench.db"), result["collection"], queries, tmp
             )
         return report(result, args.out)
-    if args.quick:
-        args.n, args.queries = 2000, 20
-
     from audiosim.vectors import VectorStore
 
     data = clustered_vectors(args.n, args.dim)

@@ -76,7 +76,7 @@ class OnnxCnn14:
         return embedding, scores
 
 
-def load_onnx_cnn14(load_torch, checkpoint: Path, threads: int | None = None) -> OnnxCnn14 | None:
+def load_onnx_cnn14(load_torch, checkpoint: Path) -> OnnxCnn14 | None:
     """The ONNX Runtime twin of the torch Cnn14 that ``load_torch()`` builds, or None (with the reason logged)
     when it cannot be had.
 
@@ -84,7 +84,7 @@ def load_onnx_cnn14(load_torch, checkpoint: Path, threads: int | None = None) ->
     loaded without torch at all. Otherwise torch builds the model, the graph is exported (or a cached one that
     does not load or does not match torch, a torn write or another exporter's, is rebuilt once), and torch's
     model is let go before ONNX Runtime builds its session, which briefly needs several times the graph's size."""
-    twin = _vouched_for(cache_path(checkpoint), threads)
+    twin = _vouched_for(cache_path(checkpoint))
     if twin is not None:
         return twin
     for attempt in (1, 2):
@@ -96,7 +96,7 @@ def load_onnx_cnn14(load_torch, checkpoint: Path, threads: int | None = None) ->
             model = None
             gc.collect()
             return_freed_memory()
-            twin = OnnxCnn14(_session(graph, threads))
+            twin = OnnxCnn14(_session(graph))
             problem = _disagreement(expected, twin)
         except Exception as e:  # export and session creation raise many kinds; torch still works
             problem = f"{type(e).__name__}: {e}"
@@ -126,13 +126,13 @@ def _vouch(graph: str, expected: list[np.ndarray]) -> None:
         log.info("cannot keep the ONNX graph's checksum beside it (%s)", e)
 
 
-def _vouched_for(graph: Path, threads: int | None) -> OnnxCnn14 | None:
+def _vouched_for(graph: Path) -> OnnxCnn14 | None:
     """The cached graph's session, if the graph is the one vouched for and still reproduces torch's outputs."""
     try:
         note = json.loads(Path(str(graph) + ".json").read_text())
         if _sha256(str(graph)) != note["sha256"]:
             return None
-        twin = OnnxCnn14(_session(str(graph), threads))
+        twin = OnnxCnn14(_session(str(graph)))
         expected = [np.asarray(note["embedding"], np.float32), np.asarray(note["scores"], np.float32)]
     except Exception:  # missing, torn or foreign: the caller checks against torch instead
         return None
@@ -147,9 +147,9 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _session(graph: str | bytes, threads: int | None, optimised_to: str | None = None):
+def _session(graph: str | bytes, threads: int | None = None, optimised_to: str | None = None):
     """A session on ``graph``: a cached path is already optimised; plain export bytes are optimised now (and
-    written to ``optimised_to`` if given)."""
+    written to ``optimised_to`` if given). ``threads`` None is ONNX Runtime's default, one per physical core."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
