@@ -47,7 +47,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=int, default=120)
     parser.add_argument("--panns-random", action="store_true")
-    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx"])
+    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "bfloat16"])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args(argv)

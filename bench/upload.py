@@ -5,7 +5,8 @@
 
 The catalog holds --clips generated sounds indexed with the same model. Each query length is timed --repeats
 times through ``AudioSim.search_file`` (what the Datasette upload route and ``audiosim search`` call), on each
-Cnn14 engine in the same run: ONNX Runtime (the CPU default) against torch eager.
+Cnn14 engine in the same run: bfloat16 (the CPU default where the CPU has AMX) and ONNX Runtime (the default
+elsewhere) against torch eager.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main(argv=None):
         args.clips, args.repeats, lengths = 4, 1, (1.0, 10.0)
 
     from audiosim import Settings
+    from audiosim.embedders.panns import cpu_runtimes
     from audiosim.service import AudioSim
     from audiosim.synth import sound, write
 
@@ -51,7 +53,7 @@ def main(argv=None):
             queries[seconds] = tmp / f"query-{int(seconds)}s.mp3"
             write(queries[seconds], sound("chirp", seconds, seed=7), 44100, format="MP3")
         catalog = str(tmp / "catalog.db")
-        for runtime in ("onnx", "torch"):
+        for runtime in cpu_runtimes():
             settings = Settings(catalog, model="panns-cnn14", model_dir=model_dir, runtime=runtime)
             with AudioSim(settings) as sim:
                 sim.index([tmp / "corpus"])

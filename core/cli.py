@@ -63,10 +63,10 @@ def store_options(fn):
         click.option(
             "--runtime",
             envvar="AUDIOSIM_RUNTIME",
-            type=click.Choice(["auto", "torch", "onnx"]),
+            type=click.Choice(["auto", "torch", "onnx", "bfloat16"]),
             default="auto",
             show_default=True,
-            help="Engine for neural models: auto = ONNX Runtime on CPU when installed, torch on a GPU",
+            help="Engine for neural models: auto = torch on a GPU; on CPU bfloat16 where it has AMX, else ONNX Runtime",
         ),
     ]
     for option in reversed(options):

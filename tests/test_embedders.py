@@ -94,7 +94,7 @@ def test_onnx_runtime_reproduces_torch_and_caches_its_export(panns_model_dir, tm
     cached = onnx_runtime.cache_path(fast.checkpoint_path)
     assert cached.exists() and not list(folder.glob("*.partial"))
     stamp = cached.stat().st_mtime_ns
-    assert PannsCnn14(model_dir=folder, runtime="auto").engine == "onnxruntime"  # auto picks it on CPU
+    assert PannsCnn14(model_dir=folder, runtime="onnx").engine == "onnxruntime"
     assert cached.stat().st_mtime_ns == stamp  # the second load reused the export
 
 
@@ -111,7 +111,7 @@ def test_a_cached_onnx_graph_loads_without_torch_or_optimising_again_in_bounded_
         import sys
         from pathlib import Path
         from audiosim.embedders.panns import PannsCnn14
-        embedder = PannsCnn14(model_dir=Path({str(folder)!r}), runtime="auto")
+        embedder = PannsCnn14(model_dir=Path({str(folder)!r}), runtime="onnx")
         assert embedder.engine == "onnxruntime"
         print("torch" in sys.modules)
         """
@@ -128,6 +128,51 @@ def test_a_cached_onnx_graph_loads_without_torch_or_optimising_again_in_bounded_
     # Measured: 0.53 GB from the cache; 1.9 GB when each load held torch's model and optimised; 2.2 GB first.
     assert first[0] and not torch_loaded
     assert again < 900 and again < first[1]
+
+
+def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_amx(panns_model_dir):
+    from audiosim.embedders import bfloat16
+
+    windows = [sound(kind, 2.0, seed=i) for i, kind in enumerate(KINDS)]
+    want = PannsCnn14(model_dir=panns_model_dir, runtime="torch").embed(windows)
+    # Built directly, the twin runs on any CPU (slowly without AMX): its answers are what is checked here.
+    twin = bfloat16.load_bfloat16_cnn14(load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename))
+    assert twin is not None
+    embeddings, scores = twin(np.stack(windows))
+    got = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    assert (np.sum(want.vectors * got, axis=1) > 0.995).all()
+    assert np.abs(want.class_scores - scores).max() < 0.02
+    # The same nearest other sound for every sound: search sees the same neighbours.
+    nearest = [np.argsort(-(v @ v.T), axis=1)[:, 1] for v in (want.vectors, got)]
+    assert (nearest[0] == nearest[1]).all()
+
+    auto = PannsCnn14(model_dir=panns_model_dir, runtime="auto")
+    if bfloat16.available():
+        assert auto.engine == "torch-bfloat16"
+        assert PannsCnn14(model_dir=panns_model_dir, runtime="bfloat16").engine == "torch-bfloat16"
+    else:
+        assert auto.engine == "onnxruntime"
+        with pytest.raises(ModelNotAvailable, match="AMX"):
+            PannsCnn14(model_dir=panns_model_dir, runtime="bfloat16").load()
+
+
+def test_a_twin_is_refused_when_its_answers_on_the_probe_drift():
+    from audiosim.embedders.probe import disagreement, probe
+
+    rng = np.random.default_rng(0)
+    expected = [rng.random((2, 2048), dtype=np.float32), rng.random((2, 527), dtype=np.float32)]
+    assert probe().shape == (2, 64000)
+
+    def twin_answering(embeddings, scores):
+        return lambda batch: (embeddings, scores)
+
+    assert disagreement(expected, twin_answering(*expected), 0.995, 0.02) is None
+    assert disagreement(expected, twin_answering(expected[0] * 3, expected[1]), 0.995, 0.02) is None  # scale-free
+    drifted = expected[0] + 0.2 * rng.random((2, 2048), dtype=np.float32)  # cosine about 0.99
+    assert "embeddings differ" in disagreement(expected, twin_answering(drifted, expected[1]), 0.995, 0.02)
+    assert "class scores" in disagreement(expected, twin_answering(expected[0], expected[1] + 0.05), 0.995, 0.02)
+    broken = np.full_like(expected[0], np.nan)
+    assert "embeddings differ" in disagreement(expected, twin_answering(broken, expected[1]), 0.995, 0.02)
 
 
 def test_a_torn_onnx_cache_is_rebuilt_and_a_replaced_checkpoint_reexported(panns_model_dir, tmp_path, caplog):

@@ -62,8 +62,15 @@ class Cnn14(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples) at 32 kHz -> (2048-d embeddings, 527 AudioSet class probabilities)."""
-        x = self.logmel_extractor(self.spectrogram_extractor(waveform))  # (batch, 1, frames, mels)
-        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        return self.classify(self.log_mel(waveform))
+
+    def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The front end: (batch, samples) -> normalised log-mel (batch, 1, frames, mels)."""
+        x = self.logmel_extractor(self.spectrogram_extractor(waveform))
+        return self.bn0(x.transpose(1, 3)).transpose(1, 3)
+
+    def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The convolutions and dense layers, on the front end's output."""
         for i in range(1, 7):
             x = getattr(self, f"conv_block{i}")(x, pool_size=(2, 2) if i < 6 else (1, 1))
         x = torch.mean(x, dim=3)

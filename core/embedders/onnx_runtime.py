@@ -24,12 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cpu import cpu_flags
 from ..memory import return_freed_memory
+from .probe import PROBE_SAMPLES, disagreement, reference
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "2"  # bump when the export itself changes, so caches are rebuilt
-PROBE_SAMPLES = 64000  # one 2 s window at 32 kHz
+AGREEMENT = 0.99999, 1e-3  # least embedding cosine, most class-score error: float reassociation, nothing more
 
 
 def available() -> bool:
@@ -57,11 +59,7 @@ def _export_name(checkpoint: Path) -> str:
 def _instruction_set() -> str:
     """What ONNX Runtime's CPU-specific optimisations depend on, so a model folder shared between machines
     keeps one optimised graph per kind of CPU."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
+    flags = cpu_flags()
     return next((isa for isa in ("avx512f", "avx2", "neon") if isa in flags), "base")
 
 
@@ -92,12 +90,12 @@ def load_onnx_cnn14(load_torch, checkpoint: Path) -> OnnxCnn14 | None:
         graph = None
         try:
             graph = _cached_or_exported(model, checkpoint)
-            expected = _reference(model)
+            expected = reference(model)
             model = None
             gc.collect()
             return_freed_memory()
             twin = OnnxCnn14(_session(graph))
-            problem = _disagreement(expected, twin)
+            problem = disagreement(expected, twin, *AGREEMENT)
         except Exception as e:  # export and session creation raise many kinds; torch still works
             problem = f"{type(e).__name__}: {e}"
         if not problem:
@@ -136,7 +134,7 @@ def _vouched_for(graph: Path) -> OnnxCnn14 | None:
         expected = [np.asarray(note["embedding"], np.float32), np.asarray(note["scores"], np.float32)]
     except Exception:  # missing, torn or foreign: the caller checks against torch instead
         return None
-    return twin if _disagreement(expected, twin) is None else None
+    return twin if disagreement(expected, twin, *AGREEMENT) is None else None
 
 
 def _sha256(path: str) -> str:
@@ -205,27 +203,3 @@ def _export(model, destination) -> None:
             opset_version=17,
             dynamo=False,  # the TorchScript exporter traces this plain CNN without onnxscript
         )
-
-
-def _probe() -> np.ndarray:
-    """A deterministic batch of noise and a tone."""
-    rng = np.random.default_rng(0)
-    t = np.arange(PROBE_SAMPLES, dtype=np.float32) / 32000
-    return np.stack([0.1 * rng.standard_normal(PROBE_SAMPLES), 0.5 * np.sin(2 * np.pi * 440 * t)]).astype(np.float32)
-
-
-def _reference(model) -> list[np.ndarray]:
-    """Torch's outputs on the probe: what the twin must reproduce."""
-    import torch
-
-    with torch.inference_mode():
-        return [o.numpy().copy() for o in model(torch.from_numpy(_probe()))]
-
-
-def _disagreement(expected: list[np.ndarray], twin: OnnxCnn14) -> str | None:
-    """None when the twin reproduces torch's outputs on the probe; else how far off it is."""
-    for name, want, got in zip(("embedding", "scores"), expected, twin(_probe()), strict=True):
-        error = float(np.max(np.abs(want - got)))
-        if error > 1e-3 * max(1.0, float(np.max(np.abs(want)))):
-            return f"{name} differs by {error:.3g}"
-    return None
