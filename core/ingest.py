@@ -272,10 +272,13 @@ class Indexer:
         """Every clip pending in the catalog, then their vectors, then each clip ready: a crash in between leaves
         pending clips, which the next run redoes."""
         collection_id = self.catalog.collection().id
-        clip_ids = [
-            self.catalog.begin_clip(display_path(job.path), job.key, os.fsencode(job.path), collection_id=collection_id)
-            for job in jobs
-        ]
+        with self.catalog.transaction():  # one commit for the lot: each commit waits for the disk
+            clip_ids = [
+                self.catalog.begin_clip(
+                    display_path(job.path), job.key, os.fsencode(job.path), collection_id=collection_id
+                )
+                for job in jobs
+            ]
         replaced = [clip_id for clip_id, job in zip(clip_ids, jobs, strict=True) if job.existing]
         if replaced:
             self.store.delete_clips(self.collection, replaced)
@@ -285,21 +288,25 @@ class Indexer:
         owners = [clip_id for clip_id, job in zip(clip_ids, jobs, strict=True) for _ in job.vectors]
         starts = [start for job in jobs for start, _ in job.starts]
         self.store.upsert(self.collection, ids, owners, starts, [v for job in jobs for v in job.vectors])
-        for clip_id, job in zip(clip_ids, jobs, strict=True):
-            fields = {
-                "content_hash": job.content_hash,
-                "size": job.size,
-                "mtime": job.mtime,
-                "duration_s": job.info.get("duration_s"),
-                "sample_rate": job.info.get("sample_rate"),
-                "channels": job.info.get("channels"),
-                "format": job.info.get("format"),
-            }
-            self.catalog.finish_clip(clip_id, job.starts, self._tags(job), **fields)
-            self.catalog.clear_failure(job.key)
-            report.indexed.append(display_path(job.path))
-            report.segments += len(job.vectors)
-            report.audio_s += fields["duration_s"] or 0.0
+        with self.catalog.transaction():
+            for clip_id, job in zip(clip_ids, jobs, strict=True):
+                self._finish(clip_id, job, report)
+
+    def _finish(self, clip_id: int, job: _Job, report: IndexReport) -> None:
+        fields = {
+            "content_hash": job.content_hash,
+            "size": job.size,
+            "mtime": job.mtime,
+            "duration_s": job.info.get("duration_s"),
+            "sample_rate": job.info.get("sample_rate"),
+            "channels": job.info.get("channels"),
+            "format": job.info.get("format"),
+        }
+        self.catalog.finish_clip(clip_id, job.starts, self._tags(job), **fields)
+        self.catalog.clear_failure(job.key)
+        report.indexed.append(display_path(job.path))
+        report.segments += len(job.vectors)
+        report.audio_s += fields["duration_s"] or 0.0
 
     def _tags(self, job: _Job) -> list[tuple[str, float]]:
         labels = self.embedder.labels

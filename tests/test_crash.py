@@ -105,25 +105,27 @@ KILL_AT = textwrap.dedent(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "target,method,when",
+    "target,method,when,nth",
+    # The 20 clips below make 35 windows: three batches of 16, which finish clips 1-9, 10-18 and 19-20. Each
+    # batch's clips are written together, so the kill lands in the second batch, with the first batch's clips
+    # ready and the third's not yet read.
     [
-        ("catalog", "begin_clip", "after"),  # the clip is pending, its old vectors not yet deleted
-        ("store", "upsert", "before"),  # pending, vectors deleted, new ones not written
-        ("store", "upsert", "after"),  # vectors written, catalog not told
-        ("catalog", "finish_clip", "before"),  # the same, one step later
-        ("catalog", "finish_clip", "after"),  # the clip is ready: nothing to redo
+        ("catalog", "begin_clip", "after", 12),  # the batch's clips going pending, uncommitted
+        ("store", "upsert", "before", 2),  # pending, the batch's vectors not written
+        ("store", "upsert", "after", 2),  # vectors written, catalog not told
+        ("catalog", "finish_clip", "before", 10),  # the same, one step later
+        ("catalog", "finish_clip", "after", 18),  # every clip of the batch finished, the commit not yet made
     ],
 )
-def test_sigkill_at_each_write_of_a_clip_mid_batch_then_resume(tmp_path, target, method, when):
+def test_sigkill_at_each_write_of_a_clip_mid_batch_then_resume(tmp_path, target, method, when, nth):
     folder = tmp_path / "sounds"
     for i in range(20):
         write(folder / f"{i:02d}.wav", sound(KINDS[i % 6], 1.0 + (i % 4), seed=i))
     catalog, store = tmp_path / "c.db", tmp_path / "v.db"
     args = ["index", str(folder), "--catalog", str(catalog), "--milvus", str(store), "--model", "dsp-logmel"]
-    # The 8th clip: mid-batch, with clips already done before it and more queued after it.
-    killed = subprocess.run([sys.executable, "-c", KILL_AT, target, method, when, "8", *args], capture_output=True)
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, target, method, when, str(nth), *args], capture_output=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
-    assert 0 < ready_clips(catalog) < 20
+    assert ready_clips(catalog) == 9  # the first batch's, and nothing of the batch that was cut short
     finished = subprocess.run([AUDIOSIM, *args], capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     with sqlite3.connect(catalog) as conn:
