@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ingest import make_corpus, random_panns_dir  # noqa: E402
+from ingest import CORPUS_RATE, make_corpus, random_panns_dir  # noqa: E402
 
 
 def main(argv=None):
@@ -51,7 +51,7 @@ def main(argv=None):
         queries = {}
         for seconds in lengths:
             queries[seconds] = tmp / f"query-{int(seconds)}s.mp3"
-            write(queries[seconds], sound("chirp", seconds, seed=7), 44100, format="MP3")
+            write(queries[seconds], sound("chirp", seconds, seed=7, sr=CORPUS_RATE), CORPUS_RATE, format="MP3")
         catalog = str(tmp / "catalog.db")
         for runtime in cpu_runtimes():
             settings = Settings(catalog, model="panns-cnn14", model_dir=model_dir, runtime=runtime)

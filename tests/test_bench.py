@@ -38,6 +38,10 @@ def test_ingest_bench_measures_every_model_against_its_ceiling_and_the_seed_loop
     engines = {(r["model"], r["engine"]) for r in result["results"]}
     assert {("panns-cnn14", engine) for engine in engines_here()} | {("dsp-logmel", "numpy")} <= engines
     assert all(r["clips"] == 6 and r["pipeline_over_ceiling"] > 0 for r in result["results"])
+    # Realtime factors count the audio as decoded, which must be the corpus as generated.
+    assert all(
+        abs(r["audio_s"] - result["corpus_audio_s"]) < 0.03 * result["corpus_audio_s"] for r in result["results"]
+    )
     assert result["seed_loop"]["files"] == 2
     assert all("over_seed_loop" in r for r in result["results"] if r["model"] == "panns-cnn14")
 
