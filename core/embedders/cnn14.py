@@ -30,7 +30,18 @@ class ConvBlock(nn.Module):
 class Cnn14(nn.Module):
     def __init__(self):
         super().__init__()
-        # torchlibrosa is panns_inference's own front end; using it keeps the checkpoint keys identical.
+        with torch.device("cpu"):  # even when the rest is built on the meta device (see load_cnn14)
+            self._build_front_end()
+        self.bn0 = nn.BatchNorm2d(MEL_BINS)
+        widths = [1, 64, 128, 256, 512, 1024, 2048]
+        for i in range(6):
+            setattr(self, f"conv_block{i + 1}", ConvBlock(widths[i], widths[i + 1]))
+        self.fc1 = nn.Linear(2048, 2048, bias=True)
+        self.fc_audioset = nn.Linear(2048, CLASSES, bias=True)
+
+    def _build_front_end(self):
+        # torchlibrosa is panns_inference's own front end; using it keeps the checkpoint keys identical. It fills
+        # its kernels in a way the meta device refuses, and they are small.
         from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
         self.spectrogram_extractor = Spectrogram(
@@ -53,12 +64,6 @@ class Cnn14(nn.Module):
             top_db=None,
             freeze_parameters=True,
         )
-        self.bn0 = nn.BatchNorm2d(MEL_BINS)
-        widths = [1, 64, 128, 256, 512, 1024, 2048]
-        for i in range(6):
-            setattr(self, f"conv_block{i + 1}", ConvBlock(widths[i], widths[i + 1]))
-        self.fc1 = nn.Linear(2048, 2048, bias=True)
-        self.fc_audioset = nn.Linear(2048, CLASSES, bias=True)
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples) at 32 kHz -> (2048-d embeddings, 527 AudioSet class probabilities)."""
