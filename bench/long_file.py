@@ -13,7 +13,6 @@ after the audio was generated).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -26,6 +25,7 @@ import soundfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import random_panns_dir  # noqa: E402
+from report import report  # noqa: E402
 
 SR = 44_100
 PEAK_OF_CHILD = (
@@ -96,9 +96,7 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "quick": args.quick,
     }
-    print(json.dumps(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    report(result, args.out)
 
 
 if __name__ == "__main__":

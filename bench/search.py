@@ -21,6 +21,7 @@ import tempfile
 import time
 
 import numpy as np
+from report import report  # bench/ is the script's own folder, first on sys.path
 
 
 def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 200) -> np.ndarray:
@@ -217,13 +218,6 @@ def main(argv=None):
         "segments": segments,
     }
     report(result, args.out)
-
-
-def report(result: dict, out: str | None) -> None:
-    print(json.dumps(result))
-    if out:
-        with open(out, "w") as f:
-            json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ingest import CORPUS_RATE, make_corpus, random_panns_dir  # noqa: E402
+from report import report  # noqa: E402
 
 
 def main(argv=None):
@@ -86,9 +87,7 @@ def main(argv=None):
         "results": results,
         "quick": args.quick,
     }
-    print(json.dumps(summary))
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2))
+    report(summary, args.out)
 
 
 if __name__ == "__main__":
