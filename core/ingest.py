@@ -2,10 +2,10 @@
 
 Three stages overlap: a reader thread stats, hashes and decodes files and cuts them into windows, packing
 windows of several small files into one batch; an embedding thread runs the model on each batch; the calling
-thread writes the finished clips. Per clip, writes go:
-catalog row marked *pending* -> old vectors deleted -> new vectors upserted (ids derived from the clip id)
--> segments, tags and *ready* in one catalog transaction. A crash anywhere leaves a pending clip (or none),
-which the next run re-does from scratch; upserts by derived id make the redo idempotent.
+thread writes the finished clips, a batch's worth together. Writes go: the clips' catalog rows marked
+*pending* (one transaction) -> their old vectors deleted -> new vectors upserted (ids derived from the clip id)
+-> segments, tags and *ready* (one transaction). A crash anywhere leaves pending clips (or none), which the
+next run re-does from scratch; upserts by derived id make the redo idempotent.
 """
 
 from __future__ import annotations
@@ -215,11 +215,11 @@ class Indexer:
                     batch = batches.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                if batch is not _DONE and not isinstance(batch, BaseException):
-                    self._embed(batch)
-                embedded.put(batch)
                 if batch is _DONE or isinstance(batch, BaseException):
+                    embedded.put(batch)
                     return
+                self._embed(batch)
+                embedded.put(batch)
         except BaseException as e:  # hand any surprise to the writer thread, which re-raises it
             embedded.put(e)
 
@@ -279,17 +279,16 @@ class Indexer:
                 )
                 for job in jobs
             ]
-        replaced = [clip_id for clip_id, job in zip(clip_ids, jobs, strict=True) if job.existing]
+        clips = list(zip(clip_ids, jobs, strict=True))
+        replaced = [clip_id for clip_id, job in clips if job.existing]
         if replaced:
             self.store.delete_clips(self.collection, replaced)
-        ids = [
-            vector_id(clip_id, i) for clip_id, job in zip(clip_ids, jobs, strict=True) for i in range(len(job.vectors))
-        ]
-        owners = [clip_id for clip_id, job in zip(clip_ids, jobs, strict=True) for _ in job.vectors]
+        ids = [vector_id(clip_id, i) for clip_id, job in clips for i in range(len(job.vectors))]
+        owners = [clip_id for clip_id, job in clips for _ in job.vectors]
         starts = [start for job in jobs for start, _ in job.starts]
         self.store.upsert(self.collection, ids, owners, starts, [v for job in jobs for v in job.vectors])
         with self.catalog.transaction():
-            for clip_id, job in zip(clip_ids, jobs, strict=True):
+            for clip_id, job in clips:
                 self._finish(clip_id, job, report)
 
     def _finish(self, clip_id: int, job: _Job, report: IndexReport) -> None:
