@@ -10,24 +10,28 @@ and Lite holds several copies). Needs numpy and faiss only, so it also runs on a
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
+import importlib
 import os
 import platform
 import resource
+import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
+from report import report  # bench/ is the script's own folder, first on sys.path
 
-MIRROR = Path(__file__).resolve().parents[1] / "core" / "mirror.py"
+CORE = Path(__file__).resolve().parents[1] / "core"
 
 
 def load_mirror_module():
-    spec = importlib.util.spec_from_file_location("mirror", MIRROR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """core/mirror.py and the sibling modules it imports, without running audiosim's __init__ (which needs the
+    whole installed package): the core folder stands in as a bare package."""
+    package = types.ModuleType("_audiosim_core")
+    package.__path__ = [str(CORE)]
+    sys.modules[package.__name__] = package
+    return importlib.import_module(f"{package.__name__}.mirror")
 
 
 def clustered_batch(start: int, count: int, dim: int, centres: np.ndarray) -> np.ndarray:
@@ -47,8 +51,11 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="25k vectors: past the switch to the IVF index")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.queries = 25_000, 50
     mirror_module = load_mirror_module()
     centres = np.random.default_rng(0).gamma(0.5, 1.0, (200, args.dim)).astype(np.float32)
     data = np.empty((args.n, args.dim), np.float32)  # the numpy baseline's own copy
@@ -95,10 +102,9 @@ def main(argv=None):
         "mirror_resident_mb": round(mirror_mb),
         "raw_vectors_mb": round(data.nbytes / 2**20),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "quick": args.quick,
     }
-    print(json.dumps(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,13 @@ def test_search_bench_reports_latency_recall_and_throughput(tmp_path):
 
 
 @pytest.mark.slow
+def test_mirror_bench_runs_the_mirror_alone_outside_the_installed_package(tmp_path):
+    result = run_bench("mirror.py", tmp_path=tmp_path)
+    assert result["n"] == 25_000 and result["engine"].startswith("IndexIVF")
+    assert 0.5 <= result["recall_at_10"] <= 1.0 and result["batch_queries_per_s"] > 0
+
+
+@pytest.mark.slow
 def test_upload_bench_times_each_query_length_on_every_engine(tmp_path):
     result = run_bench("upload.py", "--panns-random", tmp_path=tmp_path)
     assert {(r["engine"], r["query_s"]) for r in result["results"]} == {
