@@ -32,7 +32,7 @@ class Settings:
     model: str | None = None  # None: the catalog's model, else the best usable one
     model_dir: Path = dataclasses.field(default_factory=lambda: Path.home() / "panns_data")
     batch_size: int = 16
-    runtime: str = "auto"  # neural models: "auto", "torch", "onnx", "bfloat16" (see embedders.panns)
+    runtime: str = "auto"  # neural models: "auto", "torch", "onnx", "bfloat16", "int8" (see embedders.panns)
 
     @property
     def milvus_uri(self) -> str:

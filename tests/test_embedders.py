@@ -130,6 +130,34 @@ def test_a_cached_onnx_graph_loads_without_torch_or_optimising_again_in_bounded_
     assert again < 900 and again < first[1]
 
 
+def test_int8_runs_quantized_convolutions_close_to_float32_only_when_asked_for(panns_model_dir, tmp_path):
+    import onnx
+
+    from audiosim.embedders import onnx_runtime
+
+    folder = tmp_path / "models"
+    shutil.copytree(panns_model_dir, folder, ignore=shutil.ignore_patterns("*.onnx"))
+    windows = [sound(kind, 2.0, seed=100 + i) * gain for i, kind in enumerate(KINDS) for gain in (1.0, 0.1)]
+    want = PannsCnn14(model_dir=folder, runtime="torch").embed(windows)
+    int8 = PannsCnn14(model_dir=folder, runtime="int8")
+    assert int8.engine == "onnxruntime-int8"
+    got = int8.embed(windows)
+    assert (np.sum(want.vectors * got.vectors, axis=1) > 0.99).all()
+    assert np.abs(want.class_scores - got.class_scores).max() < 0.05
+    nearest = [np.argsort(-(v @ v.T), axis=1)[:, 1] for v in (want.vectors, got.vectors)]
+    assert np.mean(nearest[0] == nearest[1]) >= 0.9
+
+    # The convolutions' weights really are 8-bit, in a graph cached apart from the float32 one.
+    graph = onnx_runtime.cache_path(int8.checkpoint_path, "int8")
+    weights = onnx.load(str(graph)).graph.initializer
+    assert sum(w.data_type == onnx.TensorProto.INT8 for w in weights) >= 10
+    stamp = graph.stat().st_mtime_ns
+    assert PannsCnn14(model_dir=folder, runtime="int8").engine == "onnxruntime-int8"
+    assert graph.stat().st_mtime_ns == stamp  # the second load reused it
+    assert PannsCnn14(model_dir=folder, runtime="auto").engine != "onnxruntime-int8"
+    assert graph.exists()  # caching the float32 graph kept the int8 one
+
+
 def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_amx(panns_model_dir):
     from audiosim.embedders import bfloat16
 

@@ -43,11 +43,12 @@ def available() -> bool:
     return True
 
 
-def cache_path(checkpoint: Path) -> Path:
+def cache_path(checkpoint: Path, precision: str = "float32") -> Path:
     import onnxruntime
 
     made_for = f"ort{onnxruntime.__version__}-{_instruction_set()}"
-    return checkpoint.with_name(f"{_export_name(checkpoint)}{made_for}.onnx")
+    kind = "" if precision == "float32" else f"{precision}."
+    return checkpoint.with_name(f"{_export_name(checkpoint)}{kind}{made_for}.onnx")
 
 
 def _export_name(checkpoint: Path) -> str:
@@ -66,36 +67,38 @@ def _instruction_set() -> str:
 class OnnxCnn14:
     """Callable like the torch model on numpy input: batch (n, samples) -> (embeddings, class scores)."""
 
-    def __init__(self, session):
+    def __init__(self, session, precision: str = "float32"):
         self.session = session
+        self.precision = precision
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         embedding, scores = self.session.run(None, {"waveform": np.ascontiguousarray(batch, dtype=np.float32)})
         return embedding, scores
 
 
-def load_onnx_cnn14(load_torch, checkpoint: Path) -> OnnxCnn14 | None:
+def load_onnx_cnn14(load_torch, checkpoint: Path, precision: str = "float32") -> OnnxCnn14 | None:
     """The ONNX Runtime twin of the torch Cnn14 that ``load_torch()`` builds, or None (with the reason logged)
-    when it cannot be had.
+    when it cannot be had. ``precision`` "int8" quantizes the convolutions (see int8.py) before optimising.
 
     A cached graph vouched for at export (its checksum, and torch's outputs on the probe, kept beside it) is
     loaded without torch at all. Otherwise torch builds the model, the graph is exported (or a cached one that
     does not load or does not match torch, a torn write or another exporter's, is rebuilt once), and torch's
     model is let go before ONNX Runtime builds its session, which briefly needs several times the graph's size."""
-    twin = _vouched_for(cache_path(checkpoint))
+    agreement = _agreement(precision)
+    twin = _vouched_for(cache_path(checkpoint, precision), precision)
     if twin is not None:
         return twin
     for attempt in (1, 2):
         model = load_torch()  # a checkpoint that does not load is the caller's error to report, not ours
         graph = None
         try:
-            graph = _cached_or_exported(model, checkpoint)
+            graph = _cached_or_exported(model, checkpoint, precision)
             expected = reference(model)
             model = None
             gc.collect()
             return_freed_memory()
-            twin = OnnxCnn14(_session(graph))
-            problem = disagreement(expected, twin, *AGREEMENT)
+            twin = OnnxCnn14(_session(graph), precision)
+            problem = disagreement(expected, twin, *agreement)
         except Exception as e:  # export and session creation raise many kinds; torch still works
             problem = f"{type(e).__name__}: {e}"
         if not problem:
@@ -107,9 +110,17 @@ def load_onnx_cnn14(load_torch, checkpoint: Path) -> OnnxCnn14 | None:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         if attempt == 2 or not isinstance(graph, str):
-            log.warning("ONNX Runtime cannot run this Cnn14 (%s); using torch", problem)
+            log.warning("ONNX Runtime cannot run this Cnn14 in %s (%s)", precision, problem)
             return None
     return None
+
+
+def _agreement(precision: str) -> tuple[float, float]:
+    if precision == "int8":
+        from .int8 import AGREEMENT as INT8_AGREEMENT
+
+        return INT8_AGREEMENT
+    return AGREEMENT
 
 
 def _vouch(graph: str, expected: list[np.ndarray]) -> None:
@@ -124,17 +135,17 @@ def _vouch(graph: str, expected: list[np.ndarray]) -> None:
         log.info("cannot keep the ONNX graph's checksum beside it (%s)", e)
 
 
-def _vouched_for(graph: Path) -> OnnxCnn14 | None:
+def _vouched_for(graph: Path, precision: str) -> OnnxCnn14 | None:
     """The cached graph's session, if the graph is the one vouched for and still reproduces torch's outputs."""
     try:
         note = json.loads(Path(str(graph) + ".json").read_text())
         if _sha256(str(graph)) != note["sha256"]:
             return None
-        twin = OnnxCnn14(_session(str(graph)))
+        twin = OnnxCnn14(_session(str(graph)), precision)
         expected = [np.asarray(note["embedding"], np.float32), np.asarray(note["scores"], np.float32)]
     except Exception:  # missing, torn or foreign: the caller checks against torch instead
         return None
-    return twin if disagreement(expected, twin, *AGREEMENT) is None else None
+    return twin if disagreement(expected, twin, *_agreement(precision)) is None else None
 
 
 def _sha256(path: str) -> str:
@@ -160,22 +171,21 @@ def _session(graph: str | bytes, threads: int | None = None, optimised_to: str |
     return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
-def _cached_or_exported(model, checkpoint: Path) -> str | bytes:
-    """The path of the cached optimised graph, exporting and optimising it first if needed; the plain graph's
-    bytes if the folder is read-only."""
-    target = cache_path(checkpoint)
+def _cached_or_exported(model, checkpoint: Path, precision: str) -> str | bytes:
+    """The path of the cached optimised graph, exporting (and quantizing) and optimising it first if needed; the
+    plain graph's bytes if the folder is read-only."""
+    target = cache_path(checkpoint, precision)
     if target.exists():
         return str(target)
-    buffer = io.BytesIO()
-    _export(model, buffer)
+    plain = _plain_graph(model, precision)
     try:
         fd, partial = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".partial")
     except OSError as e:
         log.info("cannot cache the ONNX graph beside %s (%s); keeping it in memory", checkpoint, e)
-        return buffer.getvalue()
+        return plain
     try:
         os.close(fd)
-        _session(buffer.getvalue(), 1, optimised_to=partial)  # ONNX Runtime writes the optimised graph
+        _session(plain, 1, optimised_to=partial)  # ONNX Runtime writes the optimised graph
         os.replace(partial, target)  # atomic: a concurrent loader sees the whole graph or none
     finally:
         with contextlib.suppress(OSError):
@@ -185,6 +195,21 @@ def _cached_or_exported(model, checkpoint: Path) -> str | bytes:
             with contextlib.suppress(OSError):
                 stale.unlink()
     return str(target)
+
+
+def _plain_graph(model, precision: str) -> bytes:
+    """The model exported to ONNX, not yet optimised; in int8, quantized (in a scratch folder: the quantizer
+    writes files)."""
+    buffer = io.BytesIO()
+    _export(model, buffer)
+    if precision == "float32":
+        return buffer.getvalue()
+    from .int8 import quantize
+
+    with tempfile.TemporaryDirectory() as scratch:
+        quantized = os.path.join(scratch, "int8.onnx")
+        quantize(buffer.getvalue(), quantized)
+        return Path(quantized).read_bytes()
 
 
 def _export(model, destination) -> None:

@@ -44,10 +44,12 @@ class PannsCnn14(Embedder):
         return self._model
 
     def _fast_twin(self):
-        """On CPU, a twin runs Cnn14 faster than torch eager: bfloat16 where the CPU has AMX, else ONNX Runtime.
-        On a GPU torch stays."""
+        """On CPU, a twin runs Cnn14 faster than torch eager: bfloat16 where the CPU has AMX, else ONNX Runtime
+        (in int8 only when asked for). On a GPU torch stays."""
         if self.runtime == "torch" or (self.runtime == "auto" and _has_gpu()):
             return None
+        if self.runtime == "int8":
+            return self._onnx_twin("int8")
         if self.runtime in ("auto", "bfloat16"):
             twin = self._bfloat16_twin()
             if twin is not None or self.runtime == "bfloat16":
@@ -66,27 +68,30 @@ class PannsCnn14(Embedder):
             raise ModelNotAvailable("Cnn14 in bfloat16 is too far from float32 on this checkpoint (see the log)")
         return twin
 
-    def _onnx_twin(self):
+    def _onnx_twin(self, precision="float32"):
         from . import onnx_runtime
 
+        asked = self.runtime in ("onnx", "int8")
         if not onnx_runtime.available():
-            if self.runtime == "onnx":
-                raise ModelNotAvailable("--runtime onnx needs onnxruntime and onnx: pip install onnxruntime onnx")
+            if asked:
+                raise ModelNotAvailable(
+                    f"--runtime {self.runtime} needs onnxruntime and onnx: pip install onnx onnxruntime"
+                )
             return None
-        twin = onnx_runtime.load_onnx_cnn14(lambda: load_cnn14(self.checkpoint_path), self.checkpoint_path)
-        if twin is None and self.runtime == "onnx":
-            raise ModelNotAvailable("ONNX Runtime could not run this Cnn14 checkpoint (see the log)")
+        twin = onnx_runtime.load_onnx_cnn14(lambda: load_cnn14(self.checkpoint_path), self.checkpoint_path, precision)
+        if twin is None and asked:
+            raise ModelNotAvailable(f"ONNX Runtime could not run this Cnn14 checkpoint in {precision} (see the log)")
         return twin
 
     @property
     def engine(self) -> str:
-        """Which engine runs the model once loaded: "onnxruntime", "torch-bfloat16" or "torch"."""
+        """Which engine runs the model once loaded: "onnxruntime", "onnxruntime-int8", "torch-bfloat16" or "torch"."""
         from .bfloat16 import Bfloat16Cnn14
         from .onnx_runtime import OnnxCnn14
 
         model = self.load()
         if isinstance(model, OnnxCnn14):
-            return "onnxruntime"
+            return "onnxruntime" if model.precision == "float32" else f"onnxruntime-{model.precision}"
         return "torch-bfloat16" if isinstance(model, Bfloat16Cnn14) else "torch"
 
     def embed_batch(self, batch):
@@ -106,10 +111,11 @@ class PannsCnn14(Embedder):
 
 
 def cpu_runtimes() -> tuple[str, ...]:
-    """The engines that can run Cnn14 on this machine's CPU, fastest first: what the benches compare."""
+    """The engines that can run Cnn14 on this machine's CPU: what the benches compare."""
     from . import bfloat16, onnx_runtime
 
-    usable = {"bfloat16": bfloat16.available(), "onnx": onnx_runtime.available(), "torch": True}
+    onnx = onnx_runtime.available()
+    usable = {"bfloat16": bfloat16.available(), "onnx": onnx, "int8": onnx, "torch": True}
     return tuple(runtime for runtime, ok in usable.items() if ok)
 
 
