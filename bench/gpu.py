@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from report import machine  # bench/ is the script's own folder, first on sys.path
 
 CNN14 = Path(__file__).resolve().parents[1] / "core" / "embedders" / "cnn14.py"
 
@@ -63,7 +62,7 @@ def main(argv=None):
         results["best_gpu_over_cpu"] = round(best / results["cpu"]["fp32_batch16"], 1)
         # Each window is one second of new audio (1 s hop): windows/s is also x realtime.
         results["best_gpu_x_realtime"] = round(best)
-    results.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", torch=torch.__version__)
+    results.update(machine=machine(), torch=torch.__version__)
     print(json.dumps(results, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from report import machine  # bench/ is the script's own folder, first on sys.path
 
 CORPUS_RATE = 44100
 
@@ -195,7 +194,7 @@ def main(argv=None):
             print(json.dumps(results[-1]), flush=True)
     summary = {
         "bench": "ingest",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "corpus_audio_s": round(audio_s, 1),
         "results": results,
         "seed_loop": seed,

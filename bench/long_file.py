@@ -13,8 +13,6 @@ after the audio was generated).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,7 +23,7 @@ import soundfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import random_panns_dir  # noqa: E402
-from report import report  # noqa: E402
+from report import machine, report  # noqa: E402
 
 SR = 44_100
 PEAK_OF_CHILD = (
@@ -47,14 +45,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=int, default=120)
     parser.add_argument("--panns-random", action="store_true")
-    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "bfloat16"])
+    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "bfloat16", "int8"])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     if args.quick:
         args.minutes = 2
 
-    from audiosim.embedders.panns import cpu_runtimes
+    from audiosim.embedders.panns import PannsCnn14
     from audiosim.synth import collage
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +77,7 @@ def main(argv=None):
         first_use_mb, _ = index(short, "first-use.db")
         index_mb, index_s = index(path, "c.db")
         seed_mb, _ = peak_rss_mb([sys.executable, "-c", f"import librosa; librosa.load({str(path)!r}, sr=32000)"])
+        engine = PannsCnn14(model_dir=model_dir, runtime=args.runtime).engine  # what `index` ran, named as ingest does
 
     audio_s = args.minutes * 60
     result = {
@@ -86,14 +85,14 @@ def main(argv=None):
         "audio_s": audio_s,
         "source": f"FLAC, {SR} Hz mono",
         "runtime": args.runtime,
-        "engine": cpu_runtimes()[0] if args.runtime == "auto" else args.runtime,  # no GPU on the benched machines
+        "engine": engine,
         "index_peak_rss_mb": index_mb,
         "first_use_export_peak_rss_mb": first_use_mb,
         "index_s": round(index_s, 1),
         "x_realtime": round(audio_s / index_s, 1),
         "seed_librosa_load_peak_rss_mb": seed_mb,
         "seed_over_index_peak": round(seed_mb / index_mb, 2),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "quick": args.quick,
     }
     report(result, args.out)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import platform
 import resource
 import sys
 import time
@@ -20,7 +19,7 @@ import types
 from pathlib import Path
 
 import numpy as np
-from report import report  # bench/ is the script's own folder, first on sys.path
+from report import machine, report  # bench/ is the script's own folder, first on sys.path
 
 CORE = Path(__file__).resolve().parents[1] / "core"
 
@@ -101,7 +100,7 @@ def main(argv=None):
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "mirror_resident_mb": round(mirror_mb),
         "raw_vectors_mb": round(data.nbytes / 2**20),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "quick": args.quick,
     }
     report(result, args.out)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from report import machine  # bench/ is the script's own folder, first on sys.path
 
 
 def main(argv=None):
@@ -78,7 +78,7 @@ def main(argv=None):
         "tasks": len(rest),
         **{f"{k}_p50_ms": round(statistics.median(v) * 1000, 1) for k, v in timings.items()},
         **{f"{k}_max_ms": round(max(v) * 1000, 1) for k, v in timings.items()},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
     }
     print(json.dumps(result))
 

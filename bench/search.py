@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import tempfile
 import time
 
 import numpy as np
-from report import report  # bench/ is the script's own folder, first on sys.path
+from report import machine, report  # bench/ is the script's own folder, first on sys.path
 
 
 def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 200) -> np.ndarray:
@@ -211,7 +210,7 @@ def main(argv=None):
         "serving_peak_rss_mb": None,
         "collection": name,
         "raw_vectors_mb": round(data.nbytes / 2**20),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "quick": args.quick,
         "sweep": sweep,
         "index_state": {k: index_info.get(k) for k in ("indexed_rows", "total_rows", "pending_index_rows", "state")},

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ingest import CORPUS_RATE, make_corpus, random_panns_dir  # noqa: E402
-from report import report  # noqa: E402
+from report import machine, report  # noqa: E402
 
 
 def main(argv=None):
@@ -82,7 +80,7 @@ def main(argv=None):
             r["torch_over_this"] = round(torch_ms / r["median_ms"], 2)
     summary = {
         "bench": "upload",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "catalog_clips": args.clips,
         "results": results,
         "quick": args.quick,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-ENGINES = {"bfloat16": "torch-bfloat16", "onnx": "onnxruntime", "torch": "torch"}
+ENGINES = {"bfloat16": "torch-bfloat16", "onnx": "onnxruntime", "int8": "onnxruntime-int8", "torch": "torch"}
 
 
 def engines_here() -> set[str]:
@@ -76,3 +76,4 @@ def test_long_file_bench_measures_indexing_memory_against_the_seed_decode(tmp_pa
     # Each figure is a real process's peak: at least Cnn14's weights (330 MB) for the indexer.
     assert result["index_peak_rss_mb"] > 330 and result["first_use_export_peak_rss_mb"] > 330
     assert result["seed_librosa_load_peak_rss_mb"] > 0
+    assert result["engine"] in engines_here()  # named as the ingest bench names it
