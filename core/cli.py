@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from .errors import AudioSimError
-from .settings import DEFAULT_CATALOG, Settings
+from .settings import DEFAULT_CATALOG, RUNTIMES, Settings
 
 ENV_PREFIX = "AUDIOSIM_"
 
@@ -63,7 +63,7 @@ def store_options(fn):
         click.option(
             "--runtime",
             envvar="AUDIOSIM_RUNTIME",
-            type=click.Choice(["auto", "torch", "onnx", "bfloat16", "int8"]),
+            type=click.Choice(RUNTIMES),
             default="auto",
             show_default=True,
             help="Engine for neural models: auto = torch on a GPU; on CPU bfloat16 where it has AMX, else ONNX "

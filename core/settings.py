@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 DEFAULT_CATALOG = "audiosim.db"
+RUNTIMES = ("auto", "torch", "onnx", "bfloat16", "int8")  # engines for neural models; see embedders.panns
 
 
 def default_milvus_for(catalog: str) -> str:
@@ -32,7 +33,11 @@ class Settings:
     model: str | None = None  # None: the catalog's model, else the best usable one
     model_dir: Path = dataclasses.field(default_factory=lambda: Path.home() / "panns_data")
     batch_size: int = 16
-    runtime: str = "auto"  # neural models: "auto", "torch", "onnx", "bfloat16", "int8" (see embedders.panns)
+    runtime: str = "auto"  # one of RUNTIMES
+
+    def __post_init__(self):
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime {self.runtime!r} is not one of: {', '.join(RUNTIMES)}")
 
     @property
     def milvus_uri(self) -> str:

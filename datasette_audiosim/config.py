@@ -49,6 +49,7 @@ async def load_config(datasette) -> PluginConfig | None:
         milvus=raw.get("milvus") or None,
         milvus_token=raw.get("milvus_token") or None,
         model=raw.get("model") or None,
+        runtime=raw.get("runtime") or "auto",
         **({"model_dir": Path(model_dir).expanduser()} if model_dir else {}),
     )
     return PluginConfig(

@@ -293,6 +293,19 @@ async def test_no_catalog_means_no_pages(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_the_model_engine_is_configurable_and_a_misspelt_one_is_refused(catalog):
+    from datasette_audiosim.config import load_config
+
+    path, _ = catalog
+    for runtime, expected in (({}, "auto"), ({"runtime": "int8"}, "int8")):
+        metadata = {"plugins": {"datasette-audiosim": runtime}}
+        config = await load_config(Datasette([str(path)], metadata=metadata))
+        assert config.settings.runtime == expected
+    with pytest.raises(ValueError, match="'fast' is not one of: auto, torch, onnx, bfloat16, int8"):
+        await load_config(Datasette([str(path)], metadata={"plugins": {"datasette-audiosim": {"runtime": "fast"}}}))
+
+
+@pytest.mark.asyncio
 async def test_spectrogram_thumbnails(catalog):
     path, _ = catalog
     ds = await make_datasette(path)
