@@ -158,6 +158,22 @@ def test_int8_runs_quantized_convolutions_close_to_float32_only_when_asked_for(p
     assert graph.exists()  # caching the float32 graph kept the int8 one
 
 
+def test_an_int8_graph_that_drifts_is_refused_and_not_kept(panns_model_dir, tmp_path, monkeypatch, caplog):
+    """Quantizing the front end too (the STFT's output spans decades before its log) makes a graph whose answers
+    drift far from float32's: the load-time check must refuse it, say why, and leave no cache behind."""
+    from audiosim.embedders import int8, onnx_runtime
+
+    folder = tmp_path / "models"
+    shutil.copytree(panns_model_dir, folder, ignore=shutil.ignore_patterns("*.onnx"))
+    monkeypatch.setattr(int8, "KEEP_FLOAT32", ())
+    embedder = PannsCnn14(model_dir=folder, runtime="int8")
+    with pytest.raises(ModelNotAvailable, match="in int8"):
+        embedder.load()
+    assert "embeddings differ (cosine" in caplog.text
+    assert not onnx_runtime.cache_path(embedder.checkpoint_path, "int8").exists()
+    assert not list(folder.glob("*.onnx*"))
+
+
 def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_amx(panns_model_dir):
     from audiosim.embedders import bfloat16
 
