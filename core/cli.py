@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -276,6 +277,43 @@ def fetch(ctx, name, url):
 
         path = download(checkpoint, ctx.obj["model_dir"], url=url, progress=progress)
     click.echo(f"{name}: {path} (md5 {checkpoint.md5} verified)")
+
+
+@models.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--runtime", "candidate", required=True, type=click.Choice(RUNTIMES), help="The engine to try")
+@click.option("--against", default="torch", show_default=True, type=click.Choice(RUNTIMES), help="The engine to trust")
+@click.option("--model", default="panns-cnn14", show_default=True)
+@click.option("--windows", default=256, show_default=True, type=click.IntRange(2, 2048), help="How many to embed")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def compare(ctx, paths, candidate, against, model, windows, as_json):
+    """Compare two engines of a model on your own recordings: how close their embeddings stay, whether search
+    sees the same neighbours, and how long each takes. Worth running before indexing with --runtime int8,
+    whose load-time check only uses a synthetic probe.
+
+    \b
+    audiosim models compare ~/sounds --runtime int8
+    audiosim models compare ~/sounds --runtime bfloat16 --against onnx --windows 512
+    """
+    from .engines import compare_engines
+
+    result = compare_engines(model, ctx.obj["model_dir"], paths, candidate, against, max_windows=windows)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result)))
+        return
+    for path, problem in result.failed:
+        click.echo(f"skipped {path}: {problem}", err=True)
+    click.echo(
+        f"{result.model} on {result.windows} windows from {result.files} files: "
+        f"{result.candidate} against {result.reference}\n"
+        f"  embedding cosine: min {result.min_cosine:.4f}, mean {result.mean_cosine:.4f}\n"
+        f"  of each window's {result.k} nearest others, shared: {result.shared_neighbours:.1%}; "
+        f"same nearest: {result.same_nearest:.1%}\n"
+        f"  time: {result.candidate_s:.2f} s against {result.reference_s:.2f} s "
+        f"({result.reference_s / max(result.candidate_s, 1e-9):.2f}x)"
+    )
 
 
 @cli.command()

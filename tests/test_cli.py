@@ -98,7 +98,7 @@ def test_errors_are_one_clear_line(run, sounds, args, message):
 def test_commands_have_help_with_examples():
     commands = {name: cmd for name, cmd in cli.commands.items()}
     assert set(commands) >= {"index", "search", "similar", "models", "stats", "verify", "remove", "demo"}
-    for name in [*commands, "models fetch"]:
+    for name in [*commands, "models fetch", "models compare"]:
         result = CliRunner().invoke(cli, [*name.split(), "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
         assert "audiosim " in result.output  # an example line
@@ -109,6 +109,28 @@ def test_models_lists_usability_and_reasons(tmp_path):
     assert "panns-cnn14" in result.output and "not usable: no checkpoint" in result.output
     rows = json_lines(CliRunner().invoke(cli, ["models", "--json", "--model-dir", str(tmp_path)]).output)
     assert {r["name"]: r["default"] for r in rows} == {"panns-cnn14": False, "aisfx": True, "dsp-logmel": False}
+
+
+def test_models_compare_measures_an_engine_on_your_own_files(tmp_path, corpus, panns_model_dir):
+    import shutil
+
+    folder = tmp_path / "sounds"
+    shutil.copytree(corpus, folder)
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    models = tmp_path / "models"
+    shutil.copytree(panns_model_dir, models, ignore=shutil.ignore_patterns("*.onnx*"))
+    compare = ["models", "--model-dir", models, "compare", folder, "--runtime", "int8", "--windows", 40]
+    row = json_lines(cli_run(*compare, "--json").output)[0]
+    assert (row["reference"], row["candidate"]) == ("torch", "onnxruntime-int8")
+    good_files = row["files"] - 1
+    # An equal share from each file (2 here): the two-minute recording does not crowd out the short clips.
+    assert good_files == 25 and good_files <= row["windows"] <= 40
+    assert [path for path, _ in row["failed"]] == [str(folder / "broken.wav")]
+    assert 0.99 < row["min_cosine"] <= row["mean_cosine"] < 1.0
+    assert row["k"] == 10 and 0.8 < row["shared_neighbours"] <= 1.0
+    assert row["reference_s"] > 0 and row["candidate_s"] > 0
+    text = cli_run(*compare).output
+    assert "onnxruntime-int8 against torch" in text and "skipped" in text and "same nearest:" in text
 
 
 def test_demo_builds_a_catalog_and_answers_a_search(tmp_path, monkeypatch):

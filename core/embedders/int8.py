@@ -14,6 +14,9 @@ by ``auto``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import numpy as np
 
 # Least embedding cosine, most class-probability error on the probe. Measured on the tests' random-weight Cnn14
@@ -43,7 +46,7 @@ def calibration_batches(batch_size: int = 4):
 def quantize(plain_graph: bytes, destination: str) -> None:
     """Write the int8 twin of the float32 graph ``plain_graph`` (as exported, not yet optimised) to ``destination``."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Calibration(CalibrationDataReader):
         def __init__(self):
@@ -53,10 +56,34 @@ def quantize(plain_graph: bytes, destination: str) -> None:
             batch = next(self.batches, None)
             return None if batch is None else {"waveform": batch}
 
+    with _without_preprocessing_advice():
+        _quantize_static(onnx.load_from_string(plain_graph), destination, Calibration())
+
+
+class _PreprocessingAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_preprocessing_advice():
+    """The quantizer advises, on the root logger, shape inference and folding first: torch's export already
+    folded the batch norms and inferred the shapes, so the advice would only alarm the user."""
+    advice = _PreprocessingAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(advice)
+
+
+def _quantize_static(graph, destination: str, calibration) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
     quantize_static(
-        onnx.load_from_string(plain_graph),
+        graph,
         destination,
-        Calibration(),
+        calibration,
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=["Conv"],
         nodes_to_exclude=list(KEEP_FLOAT32),

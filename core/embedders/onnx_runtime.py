@@ -169,6 +169,7 @@ def _session(graph: str | bytes, threads: int | None = None, optimised_to: str |
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     if optimised_to:
         options.optimized_model_filepath = optimised_to
+        options.log_severity_level = 3  # its warning that the graph is CPU-specific: the cache's name says so
     return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
