@@ -4,7 +4,8 @@ a batch of 16 windows takes 0.6 s, against 1.0 s in float32 (bench/ingest.py has
 Static quantization: each convolution's weights get one int8 scale per output channel, and its input one uint8
 scale, fixed once from the ranges a calibration batch of generated sounds reaches. The front end (STFT,
 log-mel) and the first convolution stay float32: the STFT's output spans many decades before its log, and the
-first convolution sees the normalised log-mel directly; quantized, they cost cosine 0.24 on some sounds. The
+first convolution sees the normalised log-mel directly. Measured on 96 generated sounds: the first convolution
+quantized as well brought the least cosine to float32 from 0.995 down to 0.75, and the front end too to 0.70. The
 dense layers stay float32 too: they are a small share of the time and they carry the class scores.
 
 Calibration sounds are synthetic, and so is the probe the result is checked on at load, so how far real audio
