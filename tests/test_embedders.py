@@ -164,7 +164,7 @@ def test_an_int8_graph_that_drifts_is_refused_and_not_kept(panns_model_dir, tmp_
     from audiosim.embedders import int8, onnx_runtime
 
     folder = tmp_path / "models"
-    shutil.copytree(panns_model_dir, folder, ignore=shutil.ignore_patterns("*.onnx"))
+    shutil.copytree(panns_model_dir, folder, ignore=shutil.ignore_patterns("*.onnx*"))  # graphs and their notes
     monkeypatch.setattr(int8, "KEEP_FLOAT32", ())
     embedder = PannsCnn14(model_dir=folder, runtime="int8")
     with pytest.raises(ModelNotAvailable, match="in int8"):
