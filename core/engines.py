@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .decode import display_path, read_blocks
-from .errors import AudioSimError, ModelNotAvailable
-from .plugins import embedder_classes
+from .errors import AudioSimError
+from .models import choose_embedder
 from .scan import audio_files
 from .segments import cut_windows
 
@@ -50,13 +50,7 @@ def compare_engines(
 ) -> EngineComparison:
     """Embed up to ``max_windows`` windows, spread over the files under ``paths``, with the ``reference`` and
     the ``candidate`` runtime of ``model``, and say how far apart the two are."""
-    classes = embedder_classes()
-    if model not in classes:
-        raise ModelNotAvailable(f"Unknown model {model!r}; known models: {', '.join(classes)}")
-    engines = [classes[model](model_dir=model_dir, runtime=runtime) for runtime in (reference, candidate)]
-    problem = engines[0].unavailable_reason()
-    if problem:
-        raise ModelNotAvailable(problem)
+    engines = [choose_embedder(model, None, model_dir, runtime=runtime) for runtime in (reference, candidate)]
     failed: list[tuple[str, str]] = []
     files = list(audio_files(paths, failed))
     windows = _spread_windows(files, engines[0], max_windows, failed)
