@@ -47,7 +47,7 @@ def calibration_batches(batch_size: int = 4):
 def quantize(plain_graph: bytes, destination: str) -> None:
     """Write the int8 twin of the float32 graph ``plain_graph`` (as exported, not yet optimised) to ``destination``."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Calibration(CalibrationDataReader):
         def __init__(self):
@@ -58,7 +58,17 @@ def quantize(plain_graph: bytes, destination: str) -> None:
             return None if batch is None else {"waveform": batch}
 
     with _without_preprocessing_advice():
-        _quantize_static(onnx.load_from_string(plain_graph), destination, Calibration())
+        quantize_static(
+            onnx.load_from_string(plain_graph),
+            destination,
+            Calibration(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=list(KEEP_FLOAT32),
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
 
 
 class _PreprocessingAdvice(logging.Filter):
@@ -76,19 +86,3 @@ def _without_preprocessing_advice():
         yield
     finally:
         logging.getLogger().removeFilter(advice)
-
-
-def _quantize_static(graph, destination: str, calibration) -> None:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    quantize_static(
-        graph,
-        destination,
-        calibration,
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["Conv"],
-        nodes_to_exclude=list(KEEP_FLOAT32),
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )

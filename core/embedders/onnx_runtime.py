@@ -26,12 +26,14 @@ import numpy as np
 
 from ..cpu import cpu_flags
 from ..memory import return_freed_memory
+from . import int8
 from .probe import PROBE_SAMPLES, disagreement, reference
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "2"  # bump when the export itself changes, so caches are rebuilt
 AGREEMENT = 0.99999, 1e-3  # least embedding cosine, most class-score error: float reassociation, nothing more
+AGREEMENTS = {"float32": AGREEMENT, "int8": int8.AGREEMENT}
 
 
 def available() -> bool:
@@ -84,22 +86,22 @@ def load_onnx_cnn14(load_torch, checkpoint: Path, precision: str = "float32") ->
     loaded without torch at all. Otherwise torch builds the model, the graph is exported (or a cached one that
     does not load or does not match torch, a torn write or another exporter's, is rebuilt once), and torch's
     model is let go before ONNX Runtime builds its session, which briefly needs several times the graph's size."""
-    agreement = _agreement(precision)
-    twin = _vouched_for(cache_path(checkpoint, precision), precision)
+    target = cache_path(checkpoint, precision)
+    twin = _vouched_for(target, precision)
     if twin is not None:
         return twin
     for attempt in (1, 2):
         model = load_torch()  # a checkpoint that does not load is the caller's error to report, not ours
         graph = None
-        was_cached = cache_path(checkpoint, precision).exists()
+        was_cached = target.exists()
         try:
-            graph = _cached_or_exported(model, checkpoint, precision)
+            graph = _cached_or_exported(model, checkpoint, target, precision)
             expected = reference(model)
             model = None
             gc.collect()
             return_freed_memory()
             twin = OnnxCnn14(_session(graph), precision)
-            problem = disagreement(expected, twin, *agreement)
+            problem = disagreement(expected, twin, *AGREEMENTS[precision])
         except Exception as e:  # export and session creation raise many kinds; torch still works
             problem = f"{type(e).__name__}: {e}"
         if not problem:
@@ -114,14 +116,6 @@ def load_onnx_cnn14(load_torch, checkpoint: Path, precision: str = "float32") ->
             log.warning("ONNX Runtime cannot run this Cnn14 in %s (%s)", precision, problem)
             return None
     return None
-
-
-def _agreement(precision: str) -> tuple[float, float]:
-    if precision == "int8":
-        from .int8 import AGREEMENT as INT8_AGREEMENT
-
-        return INT8_AGREEMENT
-    return AGREEMENT
 
 
 def _vouch(graph: str, expected: list[np.ndarray]) -> None:
@@ -146,7 +140,7 @@ def _vouched_for(graph: Path, precision: str) -> OnnxCnn14 | None:
         expected = [np.asarray(note["embedding"], np.float32), np.asarray(note["scores"], np.float32)]
     except Exception:  # missing, torn or foreign: the caller checks against torch instead
         return None
-    return twin if disagreement(expected, twin, *_agreement(precision)) is None else None
+    return twin if disagreement(expected, twin, *AGREEMENTS[precision]) is None else None
 
 
 def _sha256(path: str) -> str:
@@ -173,10 +167,9 @@ def _session(graph: str | bytes, threads: int | None = None, optimised_to: str |
     return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
-def _cached_or_exported(model, checkpoint: Path, precision: str) -> str | bytes:
-    """The path of the cached optimised graph, exporting (and quantizing) and optimising it first if needed; the
-    plain graph's bytes if the folder is read-only."""
-    target = cache_path(checkpoint, precision)
+def _cached_or_exported(model, checkpoint: Path, target: Path, precision: str) -> str | bytes:
+    """The path of the cached optimised graph ``target``, exporting (and quantizing) and optimising it first if
+    needed; the plain graph's bytes if the folder is read-only."""
     if target.exists():
         return str(target)
     plain = _plain_graph(model, precision)
@@ -206,11 +199,9 @@ def _plain_graph(model, precision: str) -> bytes:
     _export(model, buffer)
     if precision == "float32":
         return buffer.getvalue()
-    from .int8 import quantize
-
     with tempfile.TemporaryDirectory() as scratch:
         quantized = os.path.join(scratch, "int8.onnx")
-        quantize(buffer.getvalue(), quantized)
+        int8.quantize(buffer.getvalue(), quantized)
         return Path(quantized).read_bytes()
 
 
