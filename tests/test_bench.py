@@ -14,7 +14,7 @@ ENGINES = {"bfloat16": "torch-bfloat16", "onnx": "onnxruntime", "int8": "onnxrun
 
 
 def engines_here() -> set[str]:
-    """What each bench runs Cnn14 on here: bfloat16 too where the CPU has AMX."""
+    """What each bench runs Cnn14 on here: bfloat16 too where the CPU has AMX or AVX-512 BF16."""
     from audiosim.embedders.panns import cpu_runtimes
 
     return {ENGINES[runtime] for runtime in cpu_runtimes()}
