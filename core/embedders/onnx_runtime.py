@@ -63,7 +63,9 @@ def _instruction_set() -> str:
     """What ONNX Runtime's CPU-specific optimisations depend on, so a model folder shared between machines
     keeps one optimised graph per kind of CPU."""
     flags = cpu_flags()
-    return next((isa for isa in ("avx512f", "avx2", "neon") if isa in flags), "base")
+    # 64-bit ARM lists its NEON as "asimd", 32-bit ARM as "neon": one tag for both.
+    isa = next((isa for isa in ("avx512f", "avx2", "asimd", "neon") if isa in flags), "base")
+    return "neon" if isa == "asimd" else isa
 
 
 class OnnxCnn14:
