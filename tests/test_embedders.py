@@ -158,6 +158,32 @@ def test_int8_runs_quantized_convolutions_close_to_float32_only_when_asked_for(p
     assert graph.exists()  # caching the float32 graph kept the int8 one
 
 
+def test_int8_fuses_every_quantized_convolution_and_keeps_the_quantizer_quiet(tmp_path):
+    """An untrained checkpoint's folded biases are all zero, and torch's exporter shares identical tensors between
+    layers: every quantized convolution must still get its own integer bias and fuse into one integer kernel
+    (speed measured on such checkpoints must be what real ones get). In a program that configured no logging,
+    the quantizer's notices must not reach the terminal, nor leave a handler on the root logger."""
+    script = textwrap.dedent(
+        f"""
+        import collections, logging, onnx, torch
+        from audiosim.embedders import int8, onnx_runtime
+        from audiosim.embedders.cnn14 import Cnn14
+        from audiosim.embedders.panns import PannsCnn14
+        torch.save({{"model": Cnn14().state_dict()}}, {str(tmp_path / PannsCnn14.checkpoint.filename)!r})
+        embedder = PannsCnn14(model_dir={str(tmp_path)!r}, runtime="int8")
+        assert embedder.engine == "onnxruntime-int8"
+        graph = onnx.load(str(onnx_runtime.cache_path(embedder.checkpoint_path, "int8"))).graph
+        ops = collections.Counter(node.op_type for node in graph.node)
+        print(ops["QLinearConv"], ops["Conv"], len(int8.KEEP_FLOAT32), len(logging.getLogger().handlers))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    fused, left_float32, kept_float32, root_handlers = map(int, done.stdout.split())
+    assert (fused, left_float32, root_handlers) == (11, kept_float32, 0)  # Cnn14: 12 convolutions after the STFT's 2
+    assert "WARNING" not in done.stderr and "bias" not in done.stderr
+
+
 def test_an_int8_graph_that_drifts_is_refused_and_not_kept(panns_model_dir, tmp_path, monkeypatch, caplog):
     """Quantizing the front end too (the STFT's output spans decades before its log) makes a graph whose answers
     drift far from float32's: the load-time check must refuse it, say why, and leave no cache behind."""
@@ -174,12 +200,12 @@ def test_an_int8_graph_that_drifts_is_refused_and_not_kept(panns_model_dir, tmp_
     assert not list(folder.glob("*.onnx*"))
 
 
-def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_amx(panns_model_dir):
+def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_bfloat16_instructions(panns_model_dir):
     from audiosim.embedders import bfloat16
 
     windows = [sound(kind, 2.0, seed=i) for i, kind in enumerate(KINDS)]
     want = PannsCnn14(model_dir=panns_model_dir, runtime="torch").embed(windows)
-    # Built directly, the twin runs on any CPU (slowly without AMX): its answers are what is checked here.
+    # Built directly, the twin runs on any CPU (slowly without AMX or AVX-512 BF16): its answers are what is checked here.
     twin = bfloat16.load_bfloat16_cnn14(load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename))
     assert twin is not None
     embeddings, scores = twin(np.stack(windows))
@@ -196,7 +222,7 @@ def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_
         assert PannsCnn14(model_dir=panns_model_dir, runtime="bfloat16").engine == "torch-bfloat16"
     else:
         assert auto.engine == "onnxruntime"
-        with pytest.raises(ModelNotAvailable, match="AMX"):
+        with pytest.raises(ModelNotAvailable, match="amx_bf16 or avx512_bf16"):
             PannsCnn14(model_dir=panns_model_dir, runtime="bfloat16").load()
 
 
