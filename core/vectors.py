@@ -41,6 +41,20 @@ SERVER_INDEX, LITE_INDEX = "IVF_FLAT", "FLAT"
 TOKENS = "audiosim_mirror_tokens"  # Milvus Lite only: which saved search mirror matches each collection
 
 
+class _NoSessionTimestamp(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to get mvccTs" not in record.getMessage()
+
+
+def _quiet_lite_iterator_warning() -> None:
+    """Milvus Lite has no session timestamps, so every pymilvus query iterator over it warns that it "failed to get
+    mvccTs from milvus server" and uses the client's clock, which is right for one process. The warning is
+    expected there and would alarm the user at each index run."""
+    iterator_log = logging.getLogger("pymilvus.client.iterator.query_iterator")
+    if not any(isinstance(f, _NoSessionTimestamp) for f in iterator_log.filters):
+        iterator_log.addFilter(_NoSessionTimestamp())
+
+
 @dataclasses.dataclass(frozen=True)
 class Hit:
     vector_id: int
@@ -73,6 +87,8 @@ class VectorStore:
             self.client = MilvusClient(**kwargs)
         except Exception as e:  # pymilvus raises MilvusException, ConnectionConfigException or plain errors
             raise self._unavailable(e) from e
+        if not self.is_server:
+            _quiet_lite_iterator_warning()  # after the client: starting Milvus Lite configures pymilvus' logging
 
     def _unavailable(self, e: Exception) -> VectorStoreUnavailable:
         text = str(e)

@@ -179,3 +179,22 @@ def test_a_process_killed_after_writing_leaves_a_mirror_that_is_rebuilt(tmp_path
         hits = store.search("c", data[300:301], 1)[0]
     assert "rebuilt" in caplog.text and hits[0].vector_id == 300 and hits[0].clip_id == 1
     store.close()
+
+
+def test_reading_a_milvus_lite_collection_back_does_not_warn_about_session_timestamps(tmp_path):
+    # pymilvus' query iterator warns on every Milvus Lite store, which has no session timestamps to give.
+    # A first write reads the collection back into a new mirror through that iterator.
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    store = VectorStore(str(tmp_path / "vectors.db"))  # starting Milvus Lite resets pymilvus' loggers' handlers
+    iterator_log = logging.getLogger("pymilvus.client.iterator.query_iterator")
+    iterator_log.addHandler(handler)
+    try:
+        store.ensure_collection("clips", 64)
+        store.upsert("clips", [1, 2, 3], [10, 10, 11], [0.0, 1.0, 0.0], clustered(3))
+        assert {h.vector_id for h in store.search("clips", clustered(3)[:1], 3)[0]} == {1, 2, 3}
+        store.close()
+    finally:
+        iterator_log.removeHandler(handler)
+    assert not [message for message in seen if "mvccTs" in message]
