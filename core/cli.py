@@ -67,8 +67,9 @@ def store_options(fn):
             type=click.Choice(RUNTIMES),
             default="auto",
             show_default=True,
-            help="Engine for neural models: auto = torch on a GPU; on CPU bfloat16 where it has AMX or AVX-512 BF16, else ONNX "
-            "Runtime; int8 = ONNX Runtime with 8-bit convolutions (faster, checked looser; only when asked for)",
+            help="Engine for neural models: auto = torch on a GPU; on CPU bfloat16 where it has AMX or AVX-512 "
+            "BF16, else ONNX Runtime; int8 = ONNX Runtime with 8-bit convolutions (faster, checked looser; only "
+            "when asked for)",
         ),
     ]
     for option in reversed(options):

@@ -205,7 +205,7 @@ def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_
 
     windows = [sound(kind, 2.0, seed=i) for i, kind in enumerate(KINDS)]
     want = PannsCnn14(model_dir=panns_model_dir, runtime="torch").embed(windows)
-    # Built directly, the twin runs on any CPU (slowly without AMX or AVX-512 BF16): its answers are what is checked here.
+    # Built directly, the twin runs on any CPU (slowly without AMX or AVX-512 BF16): its answers are checked here.
     twin = bfloat16.load_bfloat16_cnn14(load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename))
     assert twin is not None
     embeddings, scores = twin(np.stack(windows))

@@ -44,8 +44,8 @@ class PannsCnn14(Embedder):
         return self._model
 
     def _fast_twin(self):
-        """On CPU, a twin runs Cnn14 faster than torch eager: bfloat16 where the CPU has AMX or AVX-512 BF16, else ONNX Runtime
-        (in int8 only when asked for). On a GPU torch stays."""
+        """On CPU, a twin runs Cnn14 faster than torch eager: bfloat16 where the CPU has AMX or AVX-512 BF16, else
+        ONNX Runtime (in int8 only when asked for). On a GPU torch stays."""
         if self.runtime == "torch" or (self.runtime == "auto" and _has_gpu()):
             return None
         if self.runtime == "int8":
@@ -61,7 +61,9 @@ class PannsCnn14(Embedder):
 
         if not bfloat16.available():
             if self.runtime == "bfloat16":
-                raise ModelNotAvailable("--runtime bfloat16 needs a CPU with AMX or AVX-512 BF16 (amx_bf16 or avx512_bf16 in /proc/cpuinfo)")
+                raise ModelNotAvailable(
+                    "--runtime bfloat16 needs a CPU with AMX or AVX-512 BF16 (amx_bf16 or avx512_bf16 in /proc/cpuinfo)"
+                )
             return None
         twin = bfloat16.load_bfloat16_cnn14(load_cnn14(self.checkpoint_path))
         if twin is None and self.runtime == "bfloat16":
