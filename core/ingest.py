@@ -6,6 +6,10 @@ thread writes the finished clips, a batch's worth together. Writes go: the clips
 *pending* (one transaction) -> their old vectors deleted -> new vectors upserted (ids derived from the clip id)
 -> segments, tags and *ready* (one transaction). A crash anywhere leaves pending clips (or none), which the
 next run re-does from scratch; upserts by derived id make the redo idempotent.
+
+A long recording is not held whole until its end: once ``LONG_CLIP_WRITE`` of its windows wait, its clip goes
+pending and they are upserted, and so on until its last batch finishes it. A crash in between leaves it pending
+with some of its vectors, like a crash between a short clip's upsert and its finish.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from .segments import cut_windows
 from .vectors import VectorStore
 
 TOP_TAGS = 5
+# Windows of one clip held before they are written: 2 MB of 2048-d vectors. A 2-hour recording held to its end
+# (7,200 windows) cost ~0.4 GB more at its peak: its vectors, their copy for the store, and the store's batch.
+LONG_CLIP_WRITE = 256
 
 
 @dataclasses.dataclass
@@ -55,9 +62,11 @@ class _Job:
     mtime: float | None = None
     content_hash: str | None = None
     existing: Clip | None = None
-    starts: list[tuple[float, float]] = dataclasses.field(default_factory=list)
-    vectors: list[np.ndarray] = dataclasses.field(default_factory=list)
-    scores: list[np.ndarray] = dataclasses.field(default_factory=list)
+    starts: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # every window's
+    vectors: list[np.ndarray] = dataclasses.field(default_factory=list)  # those not yet written
+    written: int = 0  # windows whose vectors are in the store (a long clip's, before its end)
+    clip_id: int | None = None  # once its catalog row is pending
+    peak_scores: np.ndarray | None = None  # each class's highest score over the windows so far
     error: str | None = None
     info: dict = dataclasses.field(default_factory=dict)
 
@@ -66,6 +75,7 @@ class _Job:
 class _Batch:
     windows: list  # (job, Window)
     finished: list  # jobs whose every window is in this batch or an earlier one
+    embedded: tuple | None = None  # (the windows embedded, the model's output), set by the embedding thread
 
 
 _DONE = object()
@@ -103,7 +113,9 @@ class Indexer:
             while (batch := embedded.get()) is not _DONE:
                 if isinstance(batch, BaseException):
                     raise batch
+                self._collect(batch)
                 self._write(batch.finished, report, progress)
+                self._write_long_clips(batch)
         finally:
             stop.set()
             # Unblock a stage waiting on a full queue: the embedder first, then the reader that feeds it.
@@ -227,20 +239,27 @@ class Indexer:
         live = [(job, w) for job, w in batch.windows if job.error is None]
         if not live:
             return
-        out = self.embedder.embed([w.samples for _, w in live])
+        batch.embedded = live, self.embedder.embed([w.samples for _, w in live])
+
+    # -- writer (calling) thread ---------------------------------------------------------------
+    def _collect(self, batch: _Batch) -> None:
+        """Hand a batch's vectors to their jobs, here in the writer thread, which alone writes and clears them."""
+        if batch.embedded is None:
+            return
+        live, out = batch.embedded
         for i, (job, window) in enumerate(live):
             job.starts.append((window.start_s, window.end_s))
             job.vectors.append(out.vectors[i])
             if out.class_scores is not None:
-                job.scores.append(out.class_scores[i])
+                scores = out.class_scores[i]
+                job.peak_scores = scores.copy() if job.peak_scores is None else np.maximum(job.peak_scores, scores)
 
-    # -- writer (calling) thread ---------------------------------------------------------------
     def _write(self, jobs: list[_Job], report: IndexReport, progress) -> None:
         """Record what each finished file came to. The embedded ones share one vector-store write: on 2 cores
         a store call per clip cost a fifth of the run's time once the model got fast."""
         embedded = []
         for job in jobs:
-            if job.action == "embed" and not job.error and job.vectors:
+            if job.action == "embed" and not job.error and job.starts:
                 embedded.append(job)
             else:
                 self._record(job, report)
@@ -265,31 +284,49 @@ class Indexer:
             reason = job.error or "no audio"
             self.catalog.record_failure(shown, job.key, reason, job.size, job.mtime)
             report.failed.append((shown, reason))
-            if job.existing:  # the file changed into something unreadable: its old entry is stale
+            if job.clip_id is not None:  # a long file that failed part way: its first vectors are written
+                self._delete_clip(job.clip_id)
+            elif job.existing:  # the file changed into something unreadable: its old entry is stale
                 self._delete_clip(job.existing.id)
 
     def _store_clips(self, jobs: list[_Job], report: IndexReport) -> None:
         """Every clip pending in the catalog, then their vectors, then each clip ready: a crash in between leaves
         pending clips, which the next run redoes."""
-        collection_id = self.catalog.collection().id
-        with self.catalog.transaction():  # one commit for the lot: each commit waits for the disk
-            clip_ids = [
-                self.catalog.begin_clip(
-                    display_path(job.path), job.key, os.fsencode(job.path), collection_id=collection_id
-                )
-                for job in jobs
-            ]
-        clips = list(zip(clip_ids, jobs, strict=True))
-        replaced = [clip_id for clip_id, job in clips if job.existing]
-        if replaced:
-            self.store.delete_clips(self.collection, replaced)
-        ids = [vector_id(clip_id, i) for clip_id, job in clips for i in range(len(job.vectors))]
-        owners = [clip_id for clip_id, job in clips for _ in job.vectors]
-        starts = [start for job in jobs for start, _ in job.starts]
-        self.store.upsert(self.collection, ids, owners, starts, [v for job in jobs for v in job.vectors])
+        self._store_vectors(jobs)
         with self.catalog.transaction():
-            for clip_id, job in clips:
-                self._finish(clip_id, job, report)
+            for job in jobs:
+                self._finish(job.clip_id, job, report)
+
+    def _write_long_clips(self, batch: _Batch) -> None:
+        """Write the waiting vectors of each clip of this batch that goes on into later ones, once enough wait."""
+        finished = {id(job) for job in batch.finished}
+        waiting = {id(job): job for job, _ in batch.windows if id(job) not in finished}.values()
+        long = [job for job in waiting if job.error is None and len(job.vectors) >= LONG_CLIP_WRITE]
+        if long:
+            self._store_vectors(long)
+
+    def _store_vectors(self, jobs: list[_Job]) -> None:
+        """The clips pending in the catalog (those not already), their old vectors gone, then their waiting
+        vectors upserted under ids derived from the clip id and each window's place in the clip."""
+        new = [job for job in jobs if job.clip_id is None]
+        if new:
+            collection_id = self.catalog.collection().id
+            with self.catalog.transaction():  # one commit for the lot: each commit waits for the disk
+                for job in new:
+                    job.clip_id = self.catalog.begin_clip(
+                        display_path(job.path), job.key, os.fsencode(job.path), collection_id=collection_id
+                    )
+            replaced = [job.clip_id for job in new if job.existing]
+            if replaced:
+                self.store.delete_clips(self.collection, replaced)
+        ids = [vector_id(job.clip_id, job.written + i) for job in jobs for i in range(len(job.vectors))]
+        owners = [job.clip_id for job in jobs for _ in job.vectors]
+        starts = [job.starts[job.written + i][0] for job in jobs for i in range(len(job.vectors))]
+        if ids:
+            self.store.upsert(self.collection, ids, owners, starts, [v for job in jobs for v in job.vectors])
+        for job in jobs:
+            job.written += len(job.vectors)
+            job.vectors = []
 
     def _finish(self, clip_id: int, job: _Job, report: IndexReport) -> None:
         fields = {
@@ -304,14 +341,14 @@ class Indexer:
         self.catalog.finish_clip(clip_id, job.starts, self._tags(job), **fields)
         self.catalog.clear_failure(job.key)
         report.indexed.append(display_path(job.path))
-        report.segments += len(job.vectors)
+        report.segments += len(job.starts)
         report.audio_s += fields["duration_s"] or 0.0
 
     def _tags(self, job: _Job) -> list[tuple[str, float]]:
         labels = self.embedder.labels
-        if not labels or not job.scores:
+        if not labels or job.peak_scores is None:
             return []
-        clip_scores = np.max(np.stack(job.scores), axis=0)  # a tag holds if any moment of the clip shows it
+        clip_scores = job.peak_scores  # a tag holds if any moment of the clip shows it
         top = np.argsort(-clip_scores)[:TOP_TAGS]
         return [(labels[i], round(float(clip_scores[i]), 4)) for i in top]
 

@@ -3,6 +3,7 @@ every file indexed exactly once, with catalog and vectors agreeing and searches 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -138,6 +139,35 @@ def test_sigkill_at_each_write_of_a_clip_mid_batch_then_resume(tmp_path, target,
         assert sim.stats()["vectors"] == sim.stats()["segments"]
         for wav in sorted(folder.iterdir())[::3]:
             assert sim.search_file(wav, k=1)[0].clip.path == str(wav)
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_long_recordings_first_vectors_then_resume(tmp_path):
+    """A long recording's vectors are written as its windows are embedded (every 8 here), before its end: killed
+    after the first such write, it is pending with those vectors stored; the next run redoes it whole."""
+    from audiosim.synth import collage
+
+    folder = tmp_path / "sounds"
+    write(folder / "long.wav", collage(40.0, seed=3), 32000)  # 39 windows: batches of 16, 16 and 7
+    catalog, store = tmp_path / "c.db", tmp_path / "v.db"
+    args = ["index", str(folder), "--catalog", str(catalog), "--milvus", str(store), "--model", "dsp-logmel"]
+    script = "from audiosim import ingest; ingest.LONG_CLIP_WRITE = 8\n" + KILL_AT
+    killed = subprocess.run([sys.executable, "-c", script, "store", "upsert", "after", "1", *args], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    with sqlite3.connect(catalog) as conn:
+        assert conn.execute("select status from clips").fetchall() == [("pending",)]
+    stats = subprocess.run([AUDIOSIM, "stats", "--json", *args[2:]], capture_output=True, text=True, timeout=120)
+    assert json.loads(stats.stdout)["vectors"] == 16  # the first batch's windows, written before the clip's end
+
+    finished = subprocess.run([AUDIOSIM, *args], capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    with AudioSim(Settings(str(catalog), str(store))) as sim:
+        report = sim.verify()
+        assert report.ok, report.problems
+        stats = sim.stats()
+        assert stats["clips"] == 1 and stats["vectors"] == stats["segments"] == 39
+        hit = sim.search_file(folder / "long.wav", k=1)[0]
+        assert hit.clip.path == str(folder / "long.wav")
 
 
 @pytest.mark.slow

@@ -30,3 +30,30 @@ def test_two_hour_recording_indexes_in_bounded_memory(tmp_path):
     with sqlite3.connect(tmp_path / "c.db") as conn:
         duration, segments = conn.execute("select duration_s, segment_count from clips").fetchone()
     assert duration == pytest.approx(7200.0, abs=0.1) and segments == 7199
+
+
+def test_a_long_recording_that_fails_part_way_leaves_neither_its_written_vectors_nor_a_clip(
+    tmp_path, lite_settings, monkeypatch
+):
+    """A long file's first vectors are written before its end; if it then fails (here: over the window limit),
+    they and its pending clip go, and an unchanged short file indexed beside it is untouched."""
+    from audiosim import ingest
+    from audiosim.service import AudioSim
+    from audiosim.synth import sound, write
+
+    monkeypatch.setattr(ingest, "LONG_CLIP_WRITE", 8)
+    # The 240 s file makes 239 windows. The reader can run at most 8 batches of 16 ahead of the writer (its queues
+    # are bounded), so by the time it reaches window 201 several of the file's batches are written.
+    monkeypatch.setattr(ingest, "MAX_SEGMENTS", 200)
+    folder = tmp_path / "sounds"
+    write(folder / "long.wav", collage(240.0, seed=1, sr=16000), 16000)
+    write(folder / "short.wav", sound("chirp", 3.0, seed=2), 32000)
+    with AudioSim(lite_settings) as sim:
+        report = sim.index([folder])
+        assert [path for path, _ in report.failed] == [str(folder / "long.wav")]
+        assert "longer than 200 windows" in report.failed[0][1]
+        assert report.indexed == [str(folder / "short.wav")]
+        stats = sim.stats()
+        assert stats["clips"] == 1 and stats["vectors"] == stats["segments"] == 2
+        verified = sim.verify()
+        assert verified.ok, verified.problems
