@@ -48,8 +48,9 @@ class _NoSessionTimestamp(logging.Filter):
 
 def _quiet_lite_iterator_warning() -> None:
     """Milvus Lite has no session timestamps, so every pymilvus query iterator over it warns that it "failed to get
-    mvccTs from milvus server" and uses the client's clock, which is right for one process. The warning is
-    expected there and would alarm the user at each index run."""
+    mvccTs from milvus server" and uses the client's clock, which is right for one process. The mirror is read
+    back through one at a new collection's first write and after an unclean stop: the warning is expected there
+    and would only alarm the user."""
     iterator_log = logging.getLogger("pymilvus.client.iterator.query_iterator")
     if not any(isinstance(f, _NoSessionTimestamp) for f in iterator_log.filters):
         iterator_log.addFilter(_NoSessionTimestamp())
