@@ -21,7 +21,8 @@ import tempfile
 import time
 
 import numpy as np
-from report import machine, report  # bench/ is the script's own folder, first on sys.path
+from mirror import clustered_batch  # bench/ is the script's own folder, first on sys.path
+from report import machine, report
 
 
 def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 200) -> np.ndarray:
@@ -34,17 +35,15 @@ def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 200) -> n
 IN_MEMORY_UP_TO = 2**31  # bytes of float32 vectors; beyond, the baseline's copy lives in a file (see below)
 
 
-def clustered_vectors_on_disk(path: str, n: int, dim: int, seed: int = 0, clusters: int = 200) -> np.ndarray:
-    """Vectors like ``clustered_vectors``, written batch by batch to a file and mapped: at 1M (8 GB of float32)
-    the baseline's copy and a Milvus server's own do not both fit in 24 GB of memory, but a mapped file lives in
-    the page cache, which the kernel gives back to the server when it needs it."""
-    centres = np.random.default_rng(seed).gamma(0.5, 1.0, (clusters, dim)).astype(np.float32)
+def clustered_vectors_on_disk(path: str, n: int, dim: int) -> np.ndarray:
+    """Vectors like ``clustered_vectors``, made batch by batch as bench/mirror.py makes them (the same vectors at
+    the same N), written to a file and mapped: at 1M (8 GB of float32) the baseline's copy and a Milvus server's
+    own do not both fit in 24 GB of memory, but a mapped file lives in the page cache, which the kernel gives back
+    to the server when it needs it."""
+    centres = np.random.default_rng(0).gamma(0.5, 1.0, (200, dim)).astype(np.float32)
     data = np.lib.format.open_memmap(path, "w+", np.float32, (n, dim))
     for start in range(0, n, 10_000):
-        rng = np.random.default_rng((seed, start))
-        count = min(10_000, n - start)
-        x = centres[rng.integers(clusters, size=count)] + rng.gamma(0.5, 0.6, (count, dim)).astype(np.float32)
-        data[start : start + count] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        data[start : start + 10_000] = clustered_batch(start, min(10_000, n - start), dim, centres)
     data.flush()
     return data
 
