@@ -116,9 +116,17 @@ def cli():
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON")
+@click.option(
+    "--hop",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Seconds between window starts, for a new catalog (an existing one keeps its own). A hop as long as "
+    "the window embeds each second once: half the model work and vectors of the default, matches located to "
+    "within a window  [default: 1 s]",
+)
 @store_options
 @handle_errors
-def index(settings, paths, as_json):
+def index(settings, paths, as_json, hop):
     """Index audio files and folders (recursively).
 
     Unchanged files are skipped, changed files re-embedded, moved files keep their
@@ -131,9 +139,9 @@ def index(settings, paths, as_json):
     """
     from tqdm import tqdm
 
-    with open_service(settings) as service:
+    with open_service(dataclasses.replace(settings, hop_s=hop)) as service:
         collection = service.collection()
-        _say(f"model: {collection.identity}")
+        _say(f"model: {collection.identity}, {collection.window_s:.3g} s windows every {collection.hop_s:.3g} s")
         with tqdm(desc="indexing", unit="file", file=sys.stderr, disable=as_json or None) as bar:
             report = service.index(paths, progress=lambda _path: bar.update(1))
     if as_json:

@@ -44,10 +44,16 @@ def default_model_name(model_dir: Path) -> str:
 
 
 def choose_embedder(
-    requested: str | None, collection: Collection | None, model_dir: Path, batch_size: int = 16, runtime: str = "auto"
+    requested: str | None,
+    collection: Collection | None,
+    model_dir: Path,
+    batch_size: int = 16,
+    runtime: str = "auto",
+    hop_s: float | None = None,
 ):
     """The embedder to use with a catalog: the requested one (which must match the catalog's), else the
-    catalog's own, else the best usable one."""
+    catalog's own, else the best usable one. It cuts windows at the catalog's hop, else at ``hop_s``, else
+    at the model's default."""
     classes = embedder_classes()
     if requested and requested not in classes:
         raise ModelNotAvailable(f"Unknown model {requested!r}; known models: {', '.join(classes)}")
@@ -65,7 +71,27 @@ def choose_embedder(
             f"This catalog was built with {collection.identity}, but the installed {name} is {embedder.identity}: "
             "vectors from different versions cannot be mixed. Re-index into a new --catalog."
         )
+    embedder.hop_s = _hop(embedder, collection, hop_s)
     problem = embedder.unavailable_reason()
     if problem:
         raise ModelNotAvailable(f"{name}: {problem}")
     return embedder
+
+
+def _hop(embedder: Embedder, collection: Collection | None, requested: float | None) -> float:
+    if collection is not None:
+        if requested is not None and abs(requested - collection.hop_s) > 1e-9:
+            raise ModelMismatch(
+                f"This catalog cuts a window every {collection.hop_s:g} s; it cannot be extended at a "
+                f"{requested:g} s hop. Leave out --hop, or use a new --catalog."
+            )
+        return collection.hop_s
+    if requested is None:
+        return embedder.hop_s
+    if not 0 < requested <= embedder.window_s:
+        # A hop longer than the window would leave audio that no vector covers.
+        raise ModelMismatch(
+            f"{embedder.name} embeds {embedder.window_s:g} s windows; the hop must be more than 0 and at most "
+            f"{embedder.window_s:g} s, not {requested:g}"
+        )
+    return float(requested)

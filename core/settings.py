@@ -34,6 +34,7 @@ class Settings:
     model_dir: Path = dataclasses.field(default_factory=lambda: Path.home() / "panns_data")
     batch_size: int = 16
     runtime: str = "auto"  # one of RUNTIMES
+    hop_s: float | None = None  # seconds between window starts in a new catalog; None: the model's default
 
     def __post_init__(self):
         if self.runtime not in RUNTIMES:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from test_decode import encode_with_pyav
 
 from audiosim.cli import cli
-from audiosim.synth import SR, write
+from audiosim.synth import SR, collage, write
 
 
 @pytest.fixture
@@ -212,3 +212,33 @@ def test_unreachable_milvus_server_and_mysql_fail_clearly(tmp_path, sounds):
     result = cli_run("stats", "--catalog", "mysql://root:s3cret@127.0.0.1:9/x")
     assert result.exit_code == 1 and "Cannot reach MySQL catalog mysql://root:***@127.0.0.1:9/x" in result.output
     assert "s3cret" not in result.output  # no secrets in messages
+
+
+def test_a_catalog_keeps_the_hop_it_was_built_with(tmp_path, long_recording, sounds):
+    """--hop 2 embeds each second once: half the vectors of the default hop, and later runs keep it."""
+    path, audio = long_recording
+    coarse = ["--catalog", tmp_path / "coarse.db", "--milvus", tmp_path / "coarse-v.db", "--model", "dsp-logmel"]
+    fine = ["--catalog", tmp_path / "fine.db", "--milvus", tmp_path / "fine-v.db", "--model", "dsp-logmel"]
+    result = cli_run("index", path, "--hop", "2", *coarse)
+    assert result.exit_code == 0, result.output
+    assert "2 s windows every 2 s" in result.output
+    stats = json.loads(cli_run("stats", "--json", *coarse).stdout)
+    assert stats["segments"] == 60 and stats["windows"] == "2 s every 2 s"  # starts 0, 2, ... 118
+    assert cli_run("index", path, *fine).exit_code == 0
+    assert json.loads(cli_run("stats", "--json", *fine).stdout)["segments"] == 119  # starts 0, 1, ... 118
+
+    refused = cli_run("index", sounds, "--hop", "1", *coarse)
+    assert refused.exit_code == 1 and "cuts a window every 2 s" in refused.output
+    assert json.loads(cli_run("stats", "--json", *coarse).stdout)["clips"] == 1  # nothing indexed at another hop
+    later = write(tmp_path / "later.flac", collage(10.5, seed=3))
+    kept = json.loads(cli_run("index", later, "--json", *coarse).stdout)
+    assert kept["indexed"] == 1 and kept["segments"] == 6  # 0, 2, 4, 6, 8 and the tail at 8.5 (10 at a 1 s hop)
+
+    offset = 37.3
+    crop = write(tmp_path / "crop.wav", audio[int(offset * SR) : int((offset + 2.0) * SR)])
+    top = json_lines(cli_run("search", crop, "--json", "-n", "1", *coarse).output)[0]
+    assert top["path"] == str(path) and top["offset_s"] % 2 == 0  # a window starts every 2 s in this catalog
+
+    too_long = cli_run("index", sounds, "--hop", "3", "--catalog", tmp_path / "new.db", "--model", "dsp-logmel")
+    assert too_long.exit_code == 1 and "at most 2 s, not 3" in too_long.output
+    assert cli_run("index", sounds, "--hop", "0", *fine).exit_code == 2  # not a hop at all
