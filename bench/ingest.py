@@ -3,6 +3,7 @@
     .venv/bin/python bench/ingest.py                       # every usable model (panns needs a checkpoint)
     .venv/bin/python bench/ingest.py --models dsp-logmel aisfx --clips 60
     .venv/bin/python bench/ingest.py --panns-random        # measure Cnn14 with a random-weight checkpoint
+    .venv/bin/python bench/ingest.py --panns-random --hop 2 --models panns-cnn14   # each second embedded once
     .venv/bin/python bench/ingest.py --quick
 
 The corpus mixes lengths (1-10 s) and formats (wav, flac, mp3). "ceiling" is the embedder alone on the same
@@ -15,7 +16,9 @@ torch eager.
 
 "seed loop" is the project's starting point, measured on the same files in the same run: per file,
 librosa.load at 32 kHz, a freshly built and loaded Cnn14, one insert into Milvus Lite and one autocommitted
-row into MySQL (SQLite when no MySQL answers at --mysql).
+row into MySQL (SQLite when no MySQL answers at --mysql). The seed embeds each clip once, whole; audiosim's
+default embeds 2 s windows every second, about twice the model work. --hop 2 (audiosim index --hop 2) embeds
+each second once, the seed's amount of model work.
 """
 
 from __future__ import annotations
@@ -132,6 +135,7 @@ def main(argv=None):
     parser.add_argument("--seed-files", type=int, default=12, help="files the (slow) seed loop is timed on")
     parser.add_argument("--mysql", default="mysql://root:@127.0.0.1:3306/test", help="the seed loop's catalog")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the fastest counts")
+    parser.add_argument("--hop", type=float, help="seconds between windows (audiosim index --hop); default: 1")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     if args.quick:
@@ -164,7 +168,11 @@ def main(argv=None):
             pipeline_runs, ceiling_runs = [], []
             for run in range(args.repeat):
                 settings = Settings(
-                    str(tmp / f"{name}-{runtime}-{run}.db"), model=name, model_dir=model_dir, runtime=runtime
+                    str(tmp / f"{name}-{runtime}-{run}.db"),
+                    model=name,
+                    model_dir=model_dir,
+                    runtime=runtime,
+                    hop_s=args.hop,
                 )
                 with AudioSim(settings) as sim:
                     sim.collection()
@@ -178,6 +186,7 @@ def main(argv=None):
                 {
                     "model": name,
                     "engine": getattr(sim.embedder, "engine", "numpy"),
+                    "hop_s": sim.embedder.hop_s,
                     "clips": len(report.indexed),
                     "audio_s": round(report.audio_s, 1),  # as decoded: what the model heard
                     "pipeline_s": round(pipeline_s, 2),
