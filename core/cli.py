@@ -118,6 +118,7 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON")
 @click.option(
     "--hop",
+    envvar="AUDIOSIM_HOP",
     type=click.FloatRange(0, min_open=True),
     default=None,
     help="Seconds between window starts, for a new catalog (an existing one keeps its own). A hop as long as "

@@ -39,6 +39,8 @@ class Settings:
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime {self.runtime!r} is not one of: {', '.join(RUNTIMES)}")
+        if self.hop_s is not None and not self.hop_s > 0:
+            raise ValueError(f"hop_s must be more than 0 seconds, not {self.hop_s!r}")
 
     @property
     def milvus_uri(self) -> str:

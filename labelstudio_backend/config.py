@@ -27,6 +27,7 @@ class BackendConfig:
             milvus_token=env.get("AUDIOSIM_MILVUS_TOKEN") or None,
             model=env.get("AUDIOSIM_MODEL") or None,
             runtime=env.get("AUDIOSIM_RUNTIME") or "auto",
+            hop_s=_seconds(env, "AUDIOSIM_HOP"),
             **({"model_dir": Path(env["AUDIOSIM_MODEL_DIR"])} if env.get("AUDIOSIM_MODEL_DIR") else {}),
         )
         user, password = env.get("BASIC_AUTH_USER"), env.get("BASIC_AUTH_PASS")
@@ -39,3 +40,13 @@ class BackendConfig:
             local_files_root=Path(root) if root else None,
             **({"cache_dir": Path(env["AUDIOSIM_CACHE_DIR"])} if env.get("AUDIOSIM_CACHE_DIR") else {}),
         )
+
+
+def _seconds(env, name: str) -> float | None:
+    value = env.get(name)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None

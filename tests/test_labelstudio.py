@@ -210,11 +210,19 @@ def test_config_from_environment(tmp_path):
             "BASIC_AUTH_USER": "u",
             "BASIC_AUTH_PASS": "p",
             "LOCAL_FILES_DOCUMENT_ROOT": "/data",
+            "AUDIOSIM_HOP": "2",
         }
     )
     assert config.settings.milvus_uri == "http://milvus:19530" and config.settings.model == "aisfx"
+    assert config.settings.hop_s == 2.0 and BackendConfig.from_env({}).settings.hop_s is None
     assert config.label_studio_url == "http://ls:8080" and config.basic_auth == ("u", "p")
     assert str(config.local_files_root) == "/data"
+
+
+@pytest.mark.parametrize("hop,message", [("two", "AUDIOSIM_HOP must be a number of seconds, not 'two'"), ("0", "more than 0")])
+def test_a_bad_hop_in_the_environment_is_refused_at_start(hop, message):
+    with pytest.raises(ValueError, match=message):
+        BackendConfig.from_env({"AUDIOSIM_HOP": hop})
 
 
 LABELS_CONFIG = """<View>
