@@ -80,7 +80,7 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-WRITE_ATTEMPTS = 6
+WRITE_ATTEMPTS = 10  # two indexers over the same files deadlocked 6 times running once, on a loaded 2-core CI
 
 
 def retried(write):
@@ -99,7 +99,8 @@ def retried(write):
             except self.retryable_errors:
                 if attempt == WRITE_ATTEMPTS:
                     raise
-                time.sleep(random.uniform(0.01, 0.05) * 2**attempt)  # jitter, so the two writers part ways
+                # Jitter, so the two writers part ways; capped, so the later attempts come at least once a second.
+                time.sleep(min(1.0, random.uniform(0.01, 0.05) * 2**attempt))
 
     return run
 
