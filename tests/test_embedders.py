@@ -79,6 +79,8 @@ def test_panns_loads_the_checkpoint_and_embeds(panns_model_dir):
 
 
 def test_onnx_runtime_reproduces_torch_and_caches_its_export(panns_model_dir, tmp_path):
+    import onnx
+
     from audiosim.embedders import onnx_runtime
 
     folder = tmp_path / "models"
@@ -96,6 +98,25 @@ def test_onnx_runtime_reproduces_torch_and_caches_its_export(panns_model_dir, tm
     stamp = cached.stat().st_mtime_ns
     assert PannsCnn14(model_dir=folder, runtime="onnx").engine == "onnxruntime"
     assert cached.stat().st_mtime_ns == stamp  # the second load reused the export
+    # The graph starts after the STFT, which numpy and scipy compute faster than its convolutions would.
+    graph = onnx.load(str(cached)).graph
+    assert [i.name for i in graph.input] == ["power"]
+    assert not [n for n in graph.node if "spectrogram_extractor" in n.name]
+
+
+@pytest.mark.parametrize("samples", [64000, 32017, 600])
+def test_the_numpy_stft_computes_cnn14s_own_power_spectra(samples):
+    from audiosim.embedders.cnn14 import Cnn14
+    from audiosim.embedders.cnn14_stft import power_spectra
+
+    windows = [sound(kind, 2.0, seed=i)[:samples] * gain for i, kind in enumerate(KINDS) for gain in (1.0, 1e-3)]
+    batch = np.stack(windows).astype(np.float32)
+    with torch.no_grad():
+        want = Cnn14().spectrogram_extractor(torch.from_numpy(batch)).numpy()
+    got = power_spectra(batch)
+    assert got.shape == want.shape and got.dtype == np.float32
+    peaks = want.max(axis=(1, 2, 3), keepdims=True)
+    assert (np.abs(got - want) <= 1e-5 * peaks).all()
 
 
 def test_a_cached_onnx_graph_loads_without_torch_or_optimising_again_in_bounded_memory(panns_model_dir, tmp_path):
@@ -180,12 +201,13 @@ def test_int8_fuses_every_quantized_convolution_and_keeps_the_quantizer_quiet(tm
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     fused, left_float32, kept_float32, root_handlers = map(int, done.stdout.split())
-    assert (fused, left_float32, root_handlers) == (11, kept_float32, 0)  # Cnn14: 12 convolutions after the STFT's 2
+    # Cnn14 has 12 convolutions; the STFT is computed outside the graph.
+    assert (fused, left_float32, root_handlers) == (11, kept_float32, 0)
     assert "WARNING" not in done.stderr and "bias" not in done.stderr
 
 
 def test_an_int8_graph_that_drifts_is_refused_and_not_kept(panns_model_dir, tmp_path, monkeypatch, caplog):
-    """Quantizing the front end too (the STFT's output spans decades before its log) makes a graph whose answers
+    """Quantizing the first convolution too (it sees the normalised log-mel directly) makes a graph whose answers
     drift far from float32's: the load-time check must refuse it, say why, and leave no cache behind."""
     from audiosim.embedders import int8, onnx_runtime
 

@@ -219,7 +219,9 @@ def test_config_from_environment(tmp_path):
     assert str(config.local_files_root) == "/data"
 
 
-@pytest.mark.parametrize("hop,message", [("two", "AUDIOSIM_HOP must be a number of seconds, not 'two'"), ("0", "more than 0")])
+@pytest.mark.parametrize(
+    "hop,message", [("two", "AUDIOSIM_HOP must be a number of seconds, not 'two'"), ("0", "more than 0")]
+)
 def test_a_bad_hop_in_the_environment_is_refused_at_start(hop, message):
     with pytest.raises(ValueError, match=message):
         BackendConfig.from_env({"AUDIOSIM_HOP": hop})

@@ -7,10 +7,11 @@ AVX-512 BF16 (AMD Zen 4, Intel Cooper Lake). A batch of 16 two-second windows on
 Without either, torch falls back to a reference convolution, about 7 s a batch (EPYC Zen 3, AVX2).
 bench/ingest.py has the pipeline figures.
 
-The front end (STFT, log-mel and its batch norm) stays float32: the log of a quiet sound's power needs float32's
-range and mantissa. The convolutions and dense layers run in bfloat16 on channels-last tensors, the layout
-oneDNN maps onto AMX. bfloat16 keeps 8 bits of mantissa, so embeddings move a little; the twin is used only
-when, on the probe batch, it keeps the checkpoint's own float32 answers within ``AGREEMENT``.
+The front end stays float32: the log of a quiet sound's power needs float32's range and mantissa. Its STFT is
+computed in numpy and scipy, as for ONNX Runtime (cnn14_stft.py), the log-mel and its batch norm in torch. The
+convolutions and dense layers run in bfloat16 on channels-last tensors, the layout oneDNN maps onto AMX.
+bfloat16 keeps 8 bits of mantissa, so embeddings move a little; the twin is used only when, on the probe batch,
+it keeps the checkpoint's own float32 answers within ``AGREEMENT``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..cpu import cpu_flags
 from ..memory import return_freed_memory
+from .cnn14_stft import power_spectra
 from .probe import disagreement, reference
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ class Bfloat16Cnn14:
         import torch
 
         with torch.inference_mode():
-            features = self.model.log_mel(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+            features = self.model.log_mel(torch.from_numpy(power_spectra(batch)))
             features = features.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
             embedding, scores = self.model.classify(features)
             out = embedding.float().numpy(), scores.float().numpy()

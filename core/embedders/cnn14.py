@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SAMPLE_RATE, WINDOW_SIZE, HOP_SIZE, MEL_BINS, FMIN, FMAX, CLASSES = 32000, 1024, 320, 64, 50, 14000, 527
+from .cnn14_stft import HOP_SIZE, SAMPLE_RATE, WINDOW_SIZE
+
+MEL_BINS, FMIN, FMAX, CLASSES = 64, 50, 14000, 527
 
 
 class ConvBlock(nn.Module):
@@ -67,11 +69,15 @@ class Cnn14(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples) at 32 kHz -> (2048-d embeddings, 527 AudioSet class probabilities)."""
-        return self.classify(self.log_mel(waveform))
+        return self.from_power(self.spectrogram_extractor(waveform))
 
-    def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """The front end: (batch, samples) -> normalised log-mel (batch, 1, frames, mels)."""
-        x = self.logmel_extractor(self.spectrogram_extractor(waveform))
+    def from_power(self, power: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Everything after the STFT, on (batch, 1, frames, 513) power spectra (cnn14_stft computes them)."""
+        return self.classify(self.log_mel(power))
+
+    def log_mel(self, power: torch.Tensor) -> torch.Tensor:
+        """Power spectra -> normalised log-mel (batch, 1, frames, mels)."""
+        x = self.logmel_extractor(power)
         return self.bn0(x.transpose(1, 3)).transpose(1, 3)
 
     def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
