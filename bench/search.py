@@ -68,8 +68,8 @@ def settle(store, name: str, rows: int, seconds: float = 600, quiet_s: float = 3
     indexes the merged ones in the background; searches run during that catch both (measured at 100k: p50 11 ms
     and p99 270 ms during, 4.6 ms after). Ask for a compaction, wait for it and for the index, and again until
     the segment layout has held for ``quiet_s``: the server goes on merging after its first compaction reports
-    completion (measured at 100k: 4 segments then, 2 half a minute later, and searches ran 2.3 times slower on
-    the layout caught in between)."""
+    completion (measured at 100k: 4 segments then, 2 half a minute later; two runs on one Xeon Cascade Lake gave
+    16.3 ms p50 on a layout caught early, 6 segments, and 7.2 ms on a settled one, 2)."""
     deadline = time.monotonic() + seconds
     layout, info = None, {}
     while time.monotonic() < deadline:

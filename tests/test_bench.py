@@ -77,3 +77,11 @@ def test_long_file_bench_measures_indexing_memory_against_the_seed_decode(tmp_pa
     assert result["index_peak_rss_mb"] > 330 and result["first_use_export_peak_rss_mb"] > 330
     assert result["seed_librosa_load_peak_rss_mb"] > 0
     assert result["engine"] in engines_here()  # named as the ingest bench names it
+
+
+@pytest.mark.slow
+def test_front_end_bench_times_the_stft_in_and_before_the_graph_in_both_precisions(tmp_path):
+    result = run_bench("front_end.py", tmp_path=tmp_path)
+    assert [r["precision"] for r in result["results"]] == ["float32", "int8"]
+    for r in result["results"]:
+        assert r["stft_in_graph_ms"]["best"] > 0 and r["stft_before_graph_ms"]["best"] > 0 and r["speedup_best"] > 0

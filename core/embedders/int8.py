@@ -1,7 +1,7 @@
 """Cnn14's convolutions in 8-bit integers, through ONNX Runtime: measured on this project's 2-core machines, a
 batch of 16 two-second windows takes 0.25 s against 0.74 s in float32 on an EPYC Zen 4 (AVX-512 VNNI, which
-multiplies 8-bit integers directly), and took 0.6 s against 1.0 s on an EPYC Zen 3 (AVX2), measured before
-``_with_own_initializers`` fused every convolution (bench/ingest.py has the pipeline figures).
+multiplies 8-bit integers directly), and 0.59 s against 1.08 s on an EPYC Zen 3 (AVX2; bench/front_end.py).
+bench/ingest.py has the pipeline figures.
 
 Static quantization: each convolution's weights get one int8 scale per output channel, and its input one uint8
 scale, fixed once from the ranges a calibration batch of generated sounds reaches. The front end (the STFT,
@@ -43,9 +43,11 @@ def calibration_batches(batch_size: int = 4):
     return [batch[i : i + batch_size] for i in range(0, len(batch), batch_size)]
 
 
-def quantize(plain_graph: bytes, destination: str, graph_input) -> None:
+def quantize(plain_graph: bytes, destination: str, graph_input, keep_float32: tuple[str, ...] | None = None) -> None:
     """Write the int8 twin of the float32 graph ``plain_graph`` (as exported, not yet optimised) to ``destination``.
-    ``graph_input`` turns a batch of audio into what the graph is fed."""
+    ``graph_input`` turns a batch of audio into what the graph is fed; the nodes named in ``keep_float32``
+    (default ``KEEP_FLOAT32``) stay float32."""
+    keep_float32 = KEEP_FLOAT32 if keep_float32 is None else keep_float32
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -58,7 +60,7 @@ def quantize(plain_graph: bytes, destination: str, graph_input) -> None:
             return None if batch is None else graph_input(batch)
 
     graph = _with_own_initializers(onnx.load_from_string(plain_graph))
-    missing = set(KEEP_FLOAT32) - {node.name for node in graph.graph.node}
+    missing = set(keep_float32) - {node.name for node in graph.graph.node}
     if missing:  # the quantizer would silently quantize them, and the load-time check refuse the graph
         raise ValueError(f"the graph has no {', '.join(sorted(missing))} to keep in float32")
     with _quantizer_logging_kept_quiet():
@@ -68,7 +70,7 @@ def quantize(plain_graph: bytes, destination: str, graph_input) -> None:
             Calibration(),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv"],
-            nodes_to_exclude=list(KEEP_FLOAT32),
+            nodes_to_exclude=list(keep_float32),
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
