@@ -80,8 +80,10 @@ def test_long_file_bench_measures_indexing_memory_against_the_seed_decode(tmp_pa
 
 
 @pytest.mark.slow
-def test_front_end_bench_times_the_stft_in_and_before_the_graph_in_both_precisions(tmp_path):
-    result = run_bench("front_end.py", tmp_path=tmp_path)
-    assert [r["precision"] for r in result["results"]] == ["float32", "int8"]
-    for r in result["results"]:
-        assert r["stft_in_graph_ms"]["best"] > 0 and r["stft_before_graph_ms"]["best"] > 0 and r["speedup_best"] > 0
+def test_export_bench_times_each_export_choice_against_the_old_graph(tmp_path):
+    result = run_bench("export.py", tmp_path=tmp_path)
+    rows = [(r["precision"], r["variant"]) for r in result["results"]]
+    assert [precision for precision, _ in rows] == ["float32"] * 2 + ["int8"] * 3
+    assert [variant.endswith("(audiosim)") for _, variant in rows] == [False, True, False, False, True]
+    assert all(r["best_ms"] > 0 and r["speedup_best"] > 0 for r in result["results"])
+    assert [r["speedup_best"] for r in result["results"] if r["variant"] == "STFT in the graph"] == [1.0, 1.0]

@@ -23,10 +23,28 @@ class ConvBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.bn2 = nn.BatchNorm2d(out_channels)
 
+    # Inputs this narrow (in mel bins) or narrower are convolved without their padding's zero columns: the same
+    # sums, a third fewer products at 2 bins (block 6) and a sixth at 4 (block 5). Set only for the int8 export
+    # (onnx_runtime.py): there it measured 1.08-1.12x a batch, where float32 was no faster.
+    unpadded_up_to = 0
+
     def forward(self, x, pool_size=(2, 2)):
-        x = F.relu_(self.bn1(self.conv1(x)))
-        x = F.relu_(self.bn2(self.conv2(x)))
+        x = self._conv_bn_relu(x, self.conv1, self.bn1)
+        x = self._conv_bn_relu(x, self.conv2, self.bn2)
         return F.avg_pool2d(x, kernel_size=pool_size)
+
+    def _conv_bn_relu(self, x, conv, bn):
+        if self.training or not 2 <= x.shape[3] <= self.unpadded_up_to:
+            return F.relu_(bn(conv(x)))
+        # The batch norm folded into each part's weights and bias, as the exporter folds it into a whole convolution.
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = bn.bias - bn.running_mean * scale
+        weight = conv.weight * scale[:, None, None, None]  # (out, in, 3 frames, 3 bins), one zero bin either side
+        parts = [F.conv2d(x[..., :2], weight[..., 1:], bias, padding=(1, 0))]  # the first bin: padding on its left
+        if x.shape[3] > 2:
+            parts.append(F.conv2d(x, weight, bias, padding=(1, 0)))  # the inner bins
+        parts.append(F.conv2d(x[..., -2:], weight[..., :2], bias, padding=(1, 0)))  # the last: padding on its right
+        return F.relu_(torch.cat(parts, dim=3))
 
 
 class Cnn14(nn.Module):
