@@ -47,9 +47,10 @@ def quantize(plain_graph: bytes, destination: str, graph_input, keep_float32: tu
     """Write the int8 twin of the float32 graph ``plain_graph`` (as exported, not yet optimised) to ``destination``.
     ``graph_input`` turns a batch of audio into what the graph is fed; the nodes named in ``keep_float32``
     (default ``KEEP_FLOAT32``) stay float32."""
-    keep_float32 = KEEP_FLOAT32 if keep_float32 is None else keep_float32
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    keep_float32 = KEEP_FLOAT32 if keep_float32 is None else keep_float32
 
     class Calibration(CalibrationDataReader):
         def __init__(self):

@@ -9,8 +9,8 @@ A graph is used only after its outputs match torch's on a probe batch; anything 
 caller on torch.
 
 The graph starts after the STFT: scipy computes the power spectra (cnn14_stft.py) several times faster than the
-graph's own STFT convolutions, and a batch takes 1.08x less time in float32, 1.11x in int8 (bench/export.py,
-EPYC Zen 3).
+graph's own STFT convolutions, and a batch runs 1.08x faster in float32, 1.11x in int8 (bench/export.py, EPYC
+Zen 3).
 """
 
 from __future__ import annotations
