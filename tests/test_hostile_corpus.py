@@ -119,9 +119,12 @@ def test_every_hostile_file_is_embedded_or_reported_and_the_batch_finishes(tmp_p
         writer.join()
 
     failed = dict(report.failed)
+    growing = str(folder / "growing.wav")
     outcome = {}
     for path, want in expect.items():
         outcome[path] = "ok" if path in report.indexed else failed.get(path, "missing from the report")
+        if path == growing and outcome[path].endswith("is empty (0 bytes)"):
+            continue  # read between the writer's truncation and its write: truly empty then, and said so
         if want == "ok":
             assert outcome[path] == "ok", f"{path}: {outcome[path]}"
         else:
@@ -133,4 +136,4 @@ def test_every_hostile_file_is_embedded_or_reported_and_the_batch_finishes(tmp_p
         assert sim.stats()["clips"] == len(report.indexed)
         again = sim.index([folder])
     # Only the file that kept changing after the first run read it is embedded again (its final version).
-    assert set(again.indexed) <= {str(folder / "growing.wav")} and set(dict(again.failed)) == set(failed)
+    assert set(again.indexed) <= {growing} and set(dict(again.failed)) - {growing} == set(failed) - {growing}
