@@ -1,6 +1,8 @@
 """What each choice in audiosim's ONNX export buys, timed in one process: Cnn14's STFT before the graph (scipy's
 FFT) against inside it (torchlibrosa's two 1024-sample convolutions, as the graph held them before), in float32
-and int8; and, in int8, blocks 5 and 6 convolved without their padding's zero columns (cnn14.ConvBlock).
+and int8; and, in int8, blocks 5 and 6 convolved without their padding's zero columns (cnn14.ConvBlock), then
+the activations kept 8-bit between the convolutions (int8.QUANTIZED_OPS) instead of only the convolutions
+quantized.
 
     .venv/bin/python bench/export.py
     .venv/bin/python bench/export.py --quick
@@ -56,20 +58,23 @@ def main(argv=None):
     waveform = lambda b: {"waveform": b}  # noqa: E731
     with onnx_runtime._narrow_convolutions_unpadded(model):
         unpadded = _export_from_power(model, onnx_runtime)
-    variants = [  # (precision, variant, plain graph, its feed, what stays float32 beyond audiosim's own)
-        ("float32", "STFT in the graph", from_waveform, waveform, ()),
-        ("float32", "STFT before the graph (audiosim)", from_power, onnx_runtime.graph_input, ()),
-        ("int8", "STFT in the graph", from_waveform, waveform, STFT_CONVOLUTIONS),
-        ("int8", "STFT before the graph", from_power, onnx_runtime.graph_input, ()),
-        ("int8", "STFT before, narrow convolutions unpadded (audiosim)", unpadded, onnx_runtime.graph_input, ()),
+    power = onnx_runtime.graph_input
+    convolutions = ("Conv",)
+    variants = [  # (precision, variant, plain graph, its feed, what else stays float32, ops quantized)
+        ("float32", "STFT in the graph", from_waveform, waveform, (), ()),
+        ("float32", "STFT before the graph (audiosim)", from_power, power, (), ()),
+        ("int8", "STFT in the graph", from_waveform, waveform, STFT_CONVOLUTIONS, convolutions),
+        ("int8", "STFT before the graph", from_power, power, (), convolutions),
+        ("int8", "STFT before, narrow convolutions unpadded", unpadded, power, (), convolutions),
+        ("int8", "the same, activations 8-bit throughout (audiosim)", unpadded, power, (), int8.QUANTIZED_OPS),
     ]
     sessions = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for precision, variant, plain, feed, also_float32 in variants:
+        for precision, variant, plain, feed, also_float32, quantized_ops in variants:
             graph = plain
             if precision == "int8":
                 quantized = os.path.join(scratch, "int8.onnx")
-                int8.quantize(plain, quantized, feed, int8.KEEP_FLOAT32 + also_float32)
+                int8.quantize(plain, quantized, feed, int8.KEEP_FLOAT32 + also_float32, quantized_ops)
                 graph = Path(quantized).read_bytes()
             optimised = os.path.join(scratch, f"{len(sessions)}.onnx")
             onnx_runtime._session(graph, 1, optimised_to=optimised)

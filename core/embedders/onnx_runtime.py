@@ -36,7 +36,7 @@ from .probe import PROBE_SAMPLES, disagreement, reference
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "4"  # bump when the export itself changes, so caches are rebuilt
+EXPORT_FORMAT = "5"  # bump when the export itself changes, so caches are rebuilt
 AGREEMENT = 0.99999, 1e-3  # least embedding cosine, most class-score error: float reassociation, nothing more
 AGREEMENTS = {"float32": AGREEMENT, "int8": int8.AGREEMENT}
 
