@@ -110,12 +110,20 @@ def test_narrow_convolutions_without_their_padding_compute_the_same_cnn14(panns_
 
     model = load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename)
     batch = torch.from_numpy(np.stack([sound(kind, 2.0, seed=40 + i) for i, kind in enumerate(KINDS)]))
+    whole = []  # the convolution layers called whole, with their padding
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and name.startswith("conv_block"):
+            module.register_forward_hook(lambda module, args, out, name=name: whole.append(name.split(".")[0]))
     with torch.no_grad():
         want = model(batch)
+        called_whole, whole[:] = list(whole), []
         with onnx_runtime._narrow_convolutions_unpadded(model):
             got = model(batch)
     for w, g in zip(want, got, strict=True):  # float reassociation apart: the batch norms are folded differently
         assert (w - g).abs().max() <= 1e-5 * w.abs().max()
+    # Blocks 5 and 6 really were convolved in parts, and only they.
+    assert len(called_whole) == 12 and sorted(set(whole)) == [f"conv_block{i}" for i in range(1, 5)]
+    assert len(whole) == 8
 
 
 @pytest.mark.parametrize("samples", [64000, 32017, 600])
@@ -210,15 +218,19 @@ def test_int8_fuses_every_quantized_convolution_and_keeps_the_quantizer_quiet(tm
         graph = onnx.load(str(onnx_runtime.cache_path(embedder.checkpoint_path, "int8"))).graph
         ops = collections.Counter(node.op_type for node in graph.node)
         print(ops["QLinearConv"], ops["Conv"], len(int8.KEEP_FLOAT32), len(logging.getLogger().handlers))
-        print(ops["BatchNormalization"])
+        print(ops["BatchNormalization"], ops["Relu"] + ops["AveragePool"] + ops["Concat"], ops["DequantizeLinear"])
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    fused, left_float32, kept_float32, root_handlers, batch_norms = map(int, done.stdout.split())
+    fused, left_float32, kept_float32, root_handlers, batch_norms, float_between, back_to_float = map(
+        int, done.stdout.split()
+    )
     # Cnn14 has 12 convolutions (the STFT is computed outside the graph); blocks 5 and 6, convolved without their
     # padding, have 3 and 2 parts each: 18 in the graph. Every batch norm but the log-mel's is folded into them.
     assert (fused, left_float32, root_handlers, batch_norms) == (18 - kept_float32, kept_float32, 0, 1)
+    # Between the convolutions nothing runs in float32: the activations go back to it once, after block 6.
+    assert (float_between, back_to_float) == (0, 1)
     assert "WARNING" not in done.stderr and "bias" not in done.stderr
 
 
