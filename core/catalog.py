@@ -48,6 +48,11 @@ class Collection:
     def identity(self) -> str:
         return f"{self.model} v{self.model_version} ({self.dim}-d)"
 
+    @property
+    def windows(self) -> str:
+        """How its clips are cut, as people read it: "2 s every 1 s"."""
+        return f"{self.window_s:.3g} s every {self.hop_s:.3g} s"
+
 
 @dataclasses.dataclass(frozen=True)
 class Clip:

@@ -142,7 +142,7 @@ def index(settings, paths, as_json, hop):
 
     with open_service(dataclasses.replace(settings, hop_s=hop)) as service:
         collection = service.collection()
-        _say(f"model: {collection.identity}, {collection.window_s:.3g} s windows every {collection.hop_s:.3g} s")
+        _say(f"model: {collection.identity}, windows of {collection.windows}")
         with tqdm(desc="indexing", unit="file", file=sys.stderr, disable=as_json or None) as bar:
             report = service.index(paths, progress=lambda _path: bar.update(1))
     if as_json:

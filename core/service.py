@@ -232,7 +232,7 @@ class AudioSim:
         out = {"catalog": self.catalog.url, "milvus": self.settings.milvus_uri, **self.catalog.stats()}
         if collection:
             out.update(model=collection.identity, collection=collection.name)
-            out["windows"] = f"{collection.window_s:.3g} s every {collection.hop_s:.3g} s"
+            out["windows"] = collection.windows
             out["vectors"] = self.store.count(collection.name) if self.store.has_collection(collection.name) else 0
         return out
 

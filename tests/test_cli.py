@@ -221,7 +221,7 @@ def test_a_catalog_keeps_the_hop_it_was_built_with(tmp_path, long_recording, sou
     fine = ["--catalog", tmp_path / "fine.db", "--milvus", tmp_path / "fine-v.db", "--model", "dsp-logmel"]
     result = cli_run("index", path, "--hop", "2", *coarse)
     assert result.exit_code == 0, result.output
-    assert "2 s windows every 2 s" in result.output
+    assert "windows of 2 s every 2 s" in result.output
     stats = json.loads(cli_run("stats", "--json", *coarse).stdout)
     assert stats["segments"] == 60 and stats["windows"] == "2 s every 2 s"  # starts 0, 2, ... 118
     assert cli_run("index", path, *fine).exit_code == 0
