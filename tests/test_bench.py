@@ -32,9 +32,28 @@ def run_bench(script: str, *args: str, tmp_path: Path) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, milvus_server) -> Path:
+    """bench/all.py --quick, the one command the README gives, run once: every headline bench's result in a folder."""
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "all.py"), "--quick", "--out-dir", str(out), "--milvus", milvus_server],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+def result_of(quick_run: Path, name: str) -> dict:
+    return json.loads((quick_run / f"{name}.json").read_text())
+
+
 @pytest.mark.slow
-def test_ingest_bench_measures_every_model_against_its_ceiling_and_the_seed_loop(tmp_path):
-    result = run_bench("ingest.py", "--panns-random", tmp_path=tmp_path)
+@pytest.mark.server
+def test_ingest_bench_measures_every_model_against_its_ceiling_and_the_seed_loop(quick_run):
+    result = result_of(quick_run, "ingest")
     engines = {(r["model"], r["engine"]) for r in result["results"]}
     assert {("panns-cnn14", engine) for engine in engines_here()} | {("dsp-logmel", "numpy")} <= engines
     assert all(r["clips"] == 6 and r["pipeline_over_ceiling"] > 0 for r in result["results"])
@@ -47,11 +66,69 @@ def test_ingest_bench_measures_every_model_against_its_ceiling_and_the_seed_loop
 
 
 @pytest.mark.slow
-def test_search_bench_reports_latency_recall_and_throughput(tmp_path):
-    result = run_bench("search.py", tmp_path=tmp_path)
-    assert result["n"] == 2000 and 0.5 <= result["recall_at_10"] <= 1.0
+@pytest.mark.server
+def test_search_bench_reports_latency_recall_and_throughput(quick_run):
+    result = result_of(quick_run, "search-lite-100k")
+    assert result["engine"] == "milvus-lite" and result["n"] == 2000 and 0.5 <= result["recall_at_10"] <= 1.0
     assert result["milvus_batch_queries_per_s"] > 0 and result["peak_rss_mb"] > result["raw_vectors_mb"]
     assert result["serving_peak_rss_mb"] > result["raw_vectors_mb"]  # a fresh reader process, measured
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_search_bench_against_a_server_settles_it_and_measures_its_floor(quick_run, milvus_server):
+    result = result_of(quick_run, "search-server-100k")
+    assert result["engine"] == "milvus-server" and result["index_state"]["indexed_rows"] == 2000
+    assert 0.5 <= result["recall_at_10"] <= 1.0 and result["segments"] >= 1
+    assert result["server_floor_p50_ms"] > 0
+    from audiosim.vectors import VectorStore
+
+    store = VectorStore(milvus_server)  # the bench drops what it made
+    try:
+        assert not [name for name in store.client.list_collections() if name.startswith("bench_")]
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_upload_bench_times_each_query_length_on_every_engine(quick_run):
+    result = result_of(quick_run, "upload")
+    assert {(r["engine"], r["query_s"]) for r in result["results"]} == {
+        (engine, seconds) for engine in engines_here() for seconds in (1.0, 10.0)
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_long_file_bench_measures_indexing_memory_against_the_seed_decode(quick_run):
+    result = result_of(quick_run, "long-file-2h")
+    assert result["audio_s"] == 120 and result["x_realtime"] > 0
+    # Each figure is a real process's peak: at least Cnn14's weights (330 MB) for the indexer.
+    assert result["index_peak_rss_mb"] > 330 and result["first_use_export_peak_rss_mb"] > 330
+    assert result["seed_librosa_load_peak_rss_mb"] > 0
+    assert result["engine"] in engines_here()  # named as the ingest bench names it
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_all_summarises_every_bench_as_figure_baseline_ratio_and_command(quick_run):
+    summary = json.loads((quick_run / "summary.json").read_text())
+    assert summary["quick"] and not summary["failed"]
+    assert set(summary["wall_s"]) == {"ingest", "search-lite-100k", "search-server-100k", "upload", "long-file-2h"}
+    figures = [row["figure"] for row in summary["rows"]]
+    # One seed-loop row per Cnn14 engine, a pipeline row per model and engine, a row per search engine, the
+    # upload rows the default engine has a torch baseline for, and the long file.
+    assert sum(figure.startswith("ingest, panns-cnn14") for figure in figures) == len(engines_here())
+    assert sum(figure.startswith("search p50") for figure in figures) == 2
+    assert sum(figure.startswith("query by a") for figure in figures) == 2
+    assert sum(figure.startswith("peak RSS") for figure in figures) == 1
+    assert all(
+        row["baseline"] and row["ratio"] and row["command"].startswith(".venv/bin/python bench/")
+        for row in summary["rows"]
+    )
+    table = (quick_run / "summary.md").read_text()
+    assert table.count("\n| ") == len(summary["rows"]) + 1  # the header, then a line a row
 
 
 @pytest.mark.slow
@@ -62,28 +139,10 @@ def test_mirror_bench_runs_the_mirror_alone_outside_the_installed_package(tmp_pa
 
 
 @pytest.mark.slow
-def test_upload_bench_times_each_query_length_on_every_engine(tmp_path):
-    result = run_bench("upload.py", "--panns-random", tmp_path=tmp_path)
-    assert {(r["engine"], r["query_s"]) for r in result["results"]} == {
-        (engine, seconds) for engine in engines_here() for seconds in (1.0, 10.0)
-    }
-
-
-@pytest.mark.slow
-def test_long_file_bench_measures_indexing_memory_against_the_seed_decode(tmp_path):
-    result = run_bench("long_file.py", "--panns-random", tmp_path=tmp_path)
-    assert result["audio_s"] == 120 and result["x_realtime"] > 0
-    # Each figure is a real process's peak: at least Cnn14's weights (330 MB) for the indexer.
-    assert result["index_peak_rss_mb"] > 330 and result["first_use_export_peak_rss_mb"] > 330
-    assert result["seed_librosa_load_peak_rss_mb"] > 0
-    assert result["engine"] in engines_here()  # named as the ingest bench names it
-
-
-@pytest.mark.slow
 def test_export_bench_times_each_export_choice_against_the_old_graph(tmp_path):
     result = run_bench("export.py", tmp_path=tmp_path)
     rows = [(r["precision"], r["variant"]) for r in result["results"]]
-    assert [precision for precision, _ in rows] == ["float32"] * 2 + ["int8"] * 3
-    assert [variant.endswith("(audiosim)") for _, variant in rows] == [False, True, False, False, True]
+    assert [precision for precision, _ in rows] == ["float32"] * 2 + ["int8"] * 4
+    assert [variant.endswith("(audiosim)") for _, variant in rows] == [False, True, False, False, False, True]
     assert all(r["best_ms"] > 0 and r["speedup_best"] > 0 for r in result["results"])
     assert [r["speedup_best"] for r in result["results"] if r["variant"] == "STFT in the graph"] == [1.0, 1.0]
