@@ -2,7 +2,9 @@
 FFT) against inside it (torchlibrosa's two 1024-sample convolutions, as the graph held them before), in float32
 and int8; and, in int8, blocks 5 and 6 convolved without their padding's zero columns (cnn14.ConvBlock), then
 the activations kept 8-bit between the convolutions (int8.QUANTIZED_OPS) instead of only the convolutions
-quantized.
+quantized. Where the CPU has bfloat16 instructions (AMX, AVX-512 BF16), the bfloat16 twin too: torch's eager
+convolutions, batch norm and ReLU apart (as it ran before), against the batch norms folded in and oneDNN's
+packed, fused convolutions (bfloat16.Bfloat16Cnn14).
 
     .venv/bin/python bench/export.py
     .venv/bin/python bench/export.py --quick
@@ -17,6 +19,7 @@ best and median.
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import os
@@ -47,7 +50,7 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from audiosim.embedders import int8, onnx_runtime
+    from audiosim.embedders import bfloat16, int8, onnx_runtime
     from audiosim.embedders.cnn14 import Cnn14
     from audiosim.synth import KINDS, sound
 
@@ -68,7 +71,7 @@ def main(argv=None):
         ("int8", "STFT before, narrow convolutions unpadded", unpadded, power, (), convolutions),
         ("int8", "the same, activations 8-bit throughout (audiosim)", unpadded, power, (), int8.QUANTIZED_OPS),
     ]
-    sessions = {}
+    runs = {}  # (precision, variant) -> a batch's run
     with tempfile.TemporaryDirectory() as scratch:
         for precision, variant, plain, feed, also_float32, quantized_ops in variants:
             graph = plain
@@ -76,16 +79,21 @@ def main(argv=None):
                 quantized = os.path.join(scratch, "int8.onnx")
                 int8.quantize(plain, quantized, feed, int8.KEEP_FLOAT32 + also_float32, quantized_ops)
                 graph = Path(quantized).read_bytes()
-            optimised = os.path.join(scratch, f"{len(sessions)}.onnx")
+            optimised = os.path.join(scratch, f"{len(runs)}.onnx")
             onnx_runtime._session(graph, 1, optimised_to=optimised)
-            sessions[precision, variant] = onnx_runtime._session(optimised), feed
-        times = {key: [] for key in sessions}
-        for session, feed in sessions.values():
-            session.run(None, feed(batch))  # warm-up
+            session = onnx_runtime._session(optimised)
+            # The feed counts: it is where scipy computes the STFT.
+            runs[precision, variant] = lambda b, session=session, feed=feed: session.run(None, feed(b))
+        if bfloat16.available():  # elsewhere torch's bfloat16 convolution is a slow reference loop
+            runs["bfloat16", "eager: batch norm and ReLU apart"] = _eager_bfloat16(copy.deepcopy(model))
+            runs["bfloat16", "folded, packed and fused (audiosim)"] = bfloat16.Bfloat16Cnn14(copy.deepcopy(model))
+        times = {key: [] for key in runs}
+        for run in runs.values():
+            run(batch)  # warm-up
         for _ in range(args.repeat):
-            for key, (session, feed) in sessions.items():
+            for key, run in runs.items():
                 start = time.perf_counter()
-                session.run(None, feed(batch))  # the feed counts: it is where scipy computes the STFT
+                run(batch)
                 times[key].append(time.perf_counter() - start)
 
     results, baselines = [], {}
@@ -118,6 +126,25 @@ def main(argv=None):
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
+
+
+def _eager_bfloat16(model):
+    """The bfloat16 twin as audiosim ran it before: the model's own eager modules in bfloat16, channels last."""
+    import torch
+
+    from audiosim.embedders.cnn14_stft import power_spectra
+
+    for i in range(1, 7):
+        getattr(model, f"conv_block{i}").to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+    model.fc1.to(torch.bfloat16)
+    model.fc_audioset.to(torch.bfloat16)
+
+    def run(batch):
+        with torch.inference_mode():
+            features = model.log_mel(torch.from_numpy(power_spectra(batch)))
+            return model.classify(features.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+
+    return run
 
 
 def _export_from_waveform(model) -> bytes:

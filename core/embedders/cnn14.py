@@ -37,14 +37,18 @@ class ConvBlock(nn.Module):
         if self.training or not 2 <= x.shape[3] <= self.unpadded_up_to:
             return F.relu_(bn(conv(x)))
         # The batch norm folded into each part's weights and bias, as the exporter folds it into a whole convolution.
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        bias = bn.bias - bn.running_mean * scale
-        weight = conv.weight * scale[:, None, None, None]  # (out, in, 3 frames, 3 bins), one zero bin either side
+        weight, bias = fold_batch_norm(conv, bn)  # weight: (out, in, 3 frames, 3 bins), one zero bin either side
         parts = [F.conv2d(x[..., :2], weight[..., 1:], bias, padding=(1, 0))]  # the first bin: padding on its left
         if x.shape[3] > 2:
             parts.append(F.conv2d(x, weight, bias, padding=(1, 0)))  # the inner bins
         parts.append(F.conv2d(x[..., -2:], weight[..., :2], bias, padding=(1, 0)))  # the last: padding on its right
         return F.relu_(torch.cat(parts, dim=3))
+
+
+def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of one convolution that computes ``bn(conv(x))`` at inference."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return conv.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
 
 
 class Cnn14(nn.Module):
@@ -102,6 +106,10 @@ class Cnn14(nn.Module):
         """The convolutions and dense layers, on the front end's output."""
         for i in range(1, 7):
             x = getattr(self, f"conv_block{i}")(x, pool_size=(2, 2) if i < 6 else (1, 1))
+        return self.head(x)
+
+    def head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last block's feature map (batch, 2048, frames, bins) -> (embeddings, class probabilities)."""
         x = torch.mean(x, dim=3)
         x = torch.amax(x, dim=2) + torch.mean(x, dim=2)
         embedding = F.relu_(self.fc1(x))
