@@ -49,13 +49,31 @@ def make_corpus(folder: Path, clips: int) -> float:
     return total
 
 
-def random_panns_dir(folder: Path) -> Path:
-    import torch
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--panns-random", action="store_true", help="Cnn14 with random weights: the same speed")
+    parser.add_argument(
+        "--model-dir",
+        help="Cnn14's checkpoint folder, where its exported graphs are cached too (bench/all.py shares one between "
+        "benches); --panns-random writes its checkpoint there if none is. Default: ~/panns_data, or with "
+        "--panns-random a fresh folder",
+    )
 
-    from audiosim.embedders.cnn14 import Cnn14
 
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": Cnn14().state_dict()}, folder / "Cnn14_mAP=0.431.pth")
+def panns_model_dir(args, scratch: Path) -> Path:
+    """The folder the bench loads Cnn14 from, as add_model_arguments's options say."""
+    from audiosim.embedders.panns import PannsCnn14
+
+    if args.model_dir:
+        folder = Path(args.model_dir)
+    else:
+        folder = scratch / "models" if args.panns_random else Path.home() / "panns_data"
+    if args.panns_random and not (folder / PannsCnn14.checkpoint.filename).exists():
+        import torch
+
+        from audiosim.embedders.cnn14 import Cnn14
+
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": Cnn14().state_dict()}, folder / PannsCnn14.checkpoint.filename)
     return folder
 
 
@@ -130,7 +148,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*")
     parser.add_argument("--clips", type=int, default=48)
-    parser.add_argument("--panns-random", action="store_true")
+    add_model_arguments(parser)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed-files", type=int, default=12, help="files the (slow) seed loop is timed on")
     parser.add_argument("--mysql", default="mysql://root:@127.0.0.1:3306/test", help="the seed loop's catalog")
@@ -149,7 +167,7 @@ def main(argv=None):
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = random_panns_dir(tmp / "models") if args.panns_random else Path.home() / "panns_data"
+        model_dir = panns_model_dir(args, tmp)
         audio_s = make_corpus(tmp / "corpus", args.clips)
         files = sorted((tmp / "corpus").iterdir())
         usable = [s.name for s in model_statuses(model_dir) if s.usable]

@@ -22,7 +22,7 @@ from pathlib import Path
 import soundfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import random_panns_dir  # noqa: E402
+from ingest import add_model_arguments, panns_model_dir  # noqa: E402
 from report import machine, report  # noqa: E402
 
 SR = 44_100
@@ -44,7 +44,7 @@ def peak_rss_mb(command: list[str]) -> tuple[int, float]:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=int, default=120)
-    parser.add_argument("--panns-random", action="store_true")
+    add_model_arguments(parser)
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "bfloat16", "int8"])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
@@ -57,7 +57,7 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = random_panns_dir(tmp / "models") if args.panns_random else Path.home() / "panns_data"
+        model_dir = panns_model_dir(args, tmp)
         path = tmp / "long.flac"
         with soundfile.SoundFile(path, "w", SR, 1, format="FLAC") as f:
             for minute in range(args.minutes):

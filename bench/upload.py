@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ingest import CORPUS_RATE, make_corpus, random_panns_dir  # noqa: E402
+from ingest import CORPUS_RATE, add_model_arguments, make_corpus, panns_model_dir  # noqa: E402
 from report import machine, report  # noqa: E402
 
 
@@ -29,7 +29,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--panns-random", action="store_true")
+    add_model_arguments(parser)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -45,7 +45,7 @@ def main(argv=None):
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = random_panns_dir(tmp / "models") if args.panns_random else Path.home() / "panns_data"
+        model_dir = panns_model_dir(args, tmp)
         make_corpus(tmp / "corpus", args.clips)
         queries = {}
         for seconds in lengths:

@@ -71,13 +71,16 @@ class Bfloat16Cnn14:
                 layers = []
                 for conv, bn in ((block.conv1, block.bn1), (block.conv2, block.bn2)):
                     weight, bias = fold_batch_norm(conv, bn)
-                    weight = weight.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+                    # Each float32 copy let go as soon as the next exists: block 6's weights are 151 MB in float32,
+                    # and holding them all until the end raised the load's peak by 0.16 GB.
+                    del conv.weight
+                    weight = weight.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
                     if self.packed:  # the input's shape only guides the layout: any batch and length still run
                         shape = [PACKING_BATCH, conv.in_channels, frames, bins]
                         weight = torch.ops.mkldnn._reorder_convolution_weight(weight, [1, 1], [1, 1], [1, 1], 1, shape)
                     layers.append((weight, bias.to(torch.bfloat16)))
                 self.blocks.append(layers)
-                delattr(model, f"conv_block{i}")  # its float32 weights: the folded copies above replace them
+                delattr(model, f"conv_block{i}")  # its batch norms: folded in above
                 frames, bins = frames // 2, bins // 2
         model.fc1.to(torch.bfloat16)
         model.fc_audioset.to(torch.bfloat16)
