@@ -213,7 +213,7 @@ def main(argv=None):
         insert_s = time.perf_counter() - t0
         # Compaction and IVF training on 2 cores: about 2 minutes at 100k; allow proportionally more beyond.
         # --quick checks the steps, not the steady state: a short quiet period will do.
-        quiet_s = 5 if args.quick else 30
+        quiet_s = 1 if args.quick else 30
         index_info = settle(store, name, args.n, max(600, args.n / 400), quiet_s) if args.milvus else {}
         if args.milvus:
             # A server searches freshly inserted rows through an interim index of the growing segment (measured

@@ -1,8 +1,9 @@
 """Cnn14 in bfloat16 on CPUs with bfloat16 matrix instructions: AMX tiles (Intel Xeon since Sapphire Rapids) or
 AVX-512 BF16 (AMD Zen 4, Intel Cooper Lake). A batch of 16 two-second windows on 2 cores, measured:
 
-    Xeon with AMX:        bfloat16 0.26 s, ONNX Runtime float32 0.56 s, torch eager 0.78 s
-    EPYC Zen 4, BF16:     bfloat16 0.54 s, ONNX Runtime float32 0.75 s, torch eager 0.96 s
+    Xeon with AMX:        bfloat16 0.15 s (0.27 s before the fold and packing below), int8 0.19 s,
+                          ONNX Runtime float32 0.57 s (bench/export.py)
+    EPYC Zen 4, BF16:     bfloat16 0.54 s before the fold and packing, ONNX Runtime float32 0.75 s, torch 0.96 s
 
 Without either, torch falls back to a reference convolution, about 7 s a batch (EPYC Zen 3, AVX2).
 bench/ingest.py has the pipeline figures.
