@@ -280,6 +280,28 @@ def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_
             PannsCnn14(model_dir=panns_model_dir, runtime="bfloat16").load()
 
 
+def test_a_bfloat16_kernel_that_fails_leaves_auto_on_onnx_runtime(panns_model_dir, monkeypatch, caplog):
+    """The bfloat16 twin calls one of torch's private oneDNN kernels. Where it fails (another torch, a CPU oneDNN
+    refuses), auto must go on with ONNX Runtime and say why, and --runtime bfloat16 must say it cannot."""
+    import torch
+
+    from audiosim.embedders import bfloat16
+
+    def refused(*args):
+        raise RuntimeError("could not create a primitive")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", refused)
+    twin = bfloat16.load_bfloat16_cnn14(load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename))
+    if not bfloat16.available():  # the kernel is called only where the CPU has bfloat16 instructions
+        assert twin is not None and not twin.packed
+    else:
+        assert twin is None
+        assert "cannot run in bfloat16 here (RuntimeError: could not create a primitive)" in caplog.text
+        assert PannsCnn14(model_dir=panns_model_dir, runtime="auto").engine == "onnxruntime"
+        with pytest.raises(ModelNotAvailable, match="cannot run in bfloat16"):
+            PannsCnn14(model_dir=panns_model_dir, runtime="bfloat16").load()
+
+
 def test_a_twin_is_refused_when_its_answers_on_the_probe_drift():
     from audiosim.embedders.probe import disagreement, probe
 

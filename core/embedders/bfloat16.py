@@ -128,11 +128,15 @@ def _fused_convolution_available() -> bool:
 
 def load_bfloat16_cnn14(model) -> Bfloat16Cnn14 | None:
     """The bfloat16 twin of the float32 torch ``model`` (converted in place), or None with the reason logged
-    when its answers on the probe drift further than ``AGREEMENT`` from the model's own."""
+    when it cannot run here or its answers on the probe drift further than ``AGREEMENT`` from the model's own."""
     expected = reference(model)
-    twin = Bfloat16Cnn14(model)
-    return_freed_memory()  # the float32 weights the conversion replaced: half the model's size
-    problem = disagreement(expected, twin, *AGREEMENT)
+    try:
+        twin = Bfloat16Cnn14(model)
+        return_freed_memory()  # the float32 weights the conversion replaced: half the model's size
+        problem = disagreement(expected, twin, *AGREEMENT)
+    except RuntimeError as e:  # oneDNN refusing a kernel, or a torch whose private kernel has changed
+        log.warning("Cnn14 cannot run in bfloat16 here (%s: %s); not using it", type(e).__name__, e)
+        return None
     if problem:
         log.warning("Cnn14 in bfloat16 is too far from float32 on this checkpoint (%s); not using it", problem)
         return None

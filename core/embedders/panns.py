@@ -67,7 +67,7 @@ class PannsCnn14(Embedder):
             return None
         twin = bfloat16.load_bfloat16_cnn14(load_cnn14(self.checkpoint_path))
         if twin is None and self.runtime == "bfloat16":
-            raise ModelNotAvailable("Cnn14 in bfloat16 is too far from float32 on this checkpoint (see the log)")
+            raise ModelNotAvailable("Cnn14 cannot run in bfloat16 on this checkpoint and CPU (see the log)")
         return twin
 
     def _onnx_twin(self, precision="float32"):
