@@ -53,25 +53,25 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
 
     results, commands, wall_s = {}, {}, {}
+    quick = ["--quick"] if args.quick else []
     # One random checkpoint for the benches that load Cnn14 on every engine, so that each engine's graph is
     # exported (and, for int8, quantized) once, not once a bench. long_file.py keeps its own: it measures the
     # memory of a checkpoint's first use, export included.
-    models = tempfile.TemporaryDirectory(prefix="audiosim-bench-models-")
-    shared = {"ingest.py": ["--model-dir", models.name], "upload.py": ["--model-dir", models.name]}
-    for name, bench_args in steps(args.milvus):
-        out = out_dir / f"{name}.json"
-        command = [sys.executable, str(BENCH / bench_args[0]), *bench_args[1:], *(["--quick"] if args.quick else [])]
-        commands[name] = shlex.join([".venv/bin/python", f"bench/{bench_args[0]}", *command[2:]])
-        print(f"{name}: {commands[name]}", file=sys.stderr, flush=True)
-        started = time.monotonic()
-        command += shared.get(bench_args[0], [])
-        done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
-        wall_s[name] = round(time.monotonic() - started, 1)
-        if done.returncode != 0:  # the others still run: one failed bench must not cost the whole hour
-            print(f"{name} failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}", file=sys.stderr, flush=True)
-            continue
-        results[name] = json.loads(out.read_text())
-    models.cleanup()
+    with tempfile.TemporaryDirectory(prefix="audiosim-bench-models-") as models:
+        shared = {"ingest.py": ["--model-dir", models], "upload.py": ["--model-dir", models]}
+        for name, bench_args in steps(args.milvus):
+            out = out_dir / f"{name}.json"
+            command = [sys.executable, str(BENCH / bench_args[0]), *bench_args[1:], *quick]
+            commands[name] = shlex.join([".venv/bin/python", f"bench/{bench_args[0]}", *command[2:]])
+            print(f"{name}: {commands[name]}", file=sys.stderr, flush=True)
+            started = time.monotonic()
+            command += shared.get(bench_args[0], [])
+            done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True)
+            wall_s[name] = round(time.monotonic() - started, 1)
+            if done.returncode != 0:  # the others still run: one failed bench must not cost the whole hour
+                print(f"{name} failed:\n{done.stdout[-4000:]}{done.stderr[-4000:]}", file=sys.stderr, flush=True)
+                continue
+            results[name] = json.loads(out.read_text())
 
     rows = table(results, commands)
     summary = {

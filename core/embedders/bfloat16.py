@@ -24,8 +24,8 @@ import numpy as np
 
 from ..cpu import cpu_flags
 from ..memory import return_freed_memory
-from .cnn14_stft import HOP_SIZE, SAMPLE_RATE, power_spectra
-from .probe import disagreement, reference
+from .cnn14_stft import HOP_SIZE, power_spectra
+from .probe import PROBE_SAMPLES, disagreement, reference
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 AGREEMENT = 0.995, 0.03
 
 # The shape oneDNN packs each convolution's weights for: a batch of two-second windows, as the indexer sends.
-WINDOW_FRAMES = 2 * SAMPLE_RATE // HOP_SIZE + 1
+WINDOW_FRAMES = PROBE_SAMPLES // HOP_SIZE + 1  # the probe's window is the indexer's: 2 s at 32 kHz
 PACKING_BATCH = 16
 
 
