@@ -13,6 +13,7 @@ after the audio was generated).
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -32,13 +33,14 @@ PEAK_OF_CHILD = (
 )
 
 
-def peak_rss_mb(command: list[str]) -> tuple[int, float]:
-    """Run a command in a fresh process; its peak RSS in MB and its wall time."""
+def peak_rss_mb(command: list[str]) -> tuple[int, float, list[str]]:
+    """Run a command in a fresh process; its peak RSS in MB, its wall time and the lines it printed."""
     t = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", PEAK_OF_CHILD, *command], capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(done.stdout + done.stderr)
-    return round(int(done.stdout.strip().splitlines()[-1]) / 1024), time.perf_counter() - t
+    *printed, peak = done.stdout.strip().splitlines()
+    return round(int(peak) / 1024), time.perf_counter() - t, printed
 
 
 def main(argv=None):
@@ -52,7 +54,6 @@ def main(argv=None):
     if args.quick:
         args.minutes = 2
 
-    from audiosim.embedders.panns import PannsCnn14
     from audiosim.synth import collage
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,20 +65,21 @@ def main(argv=None):
                 f.write(collage(60.0, seed=minute, sr=SR))
         audiosim = str(Path(sys.executable).with_name("audiosim"))
 
-        def index(audio: Path, catalog: str) -> tuple[int, float]:
-            return peak_rss_mb(
+        def index(audio: Path, catalog: str) -> tuple[int, float, str]:
+            """Peak RSS, wall time, and the engine that embedded, as the ingest bench names it."""
+            mb, seconds, printed = peak_rss_mb(
                 [audiosim, "index", str(audio), "--catalog", str(tmp / catalog), "--model", "panns-cnn14"]
-                + ["--model-dir", str(model_dir), "--runtime", args.runtime]
+                + ["--model-dir", str(model_dir), "--runtime", args.runtime, "--json"]
             )
+            return mb, seconds, json.loads(printed[-1])["engine"]
 
         # The first use of a checkpoint on CPU may export its ONNX Runtime twin (once, kept beside it): measured
         # apart, on a one-second file, so that the long file measures indexing itself.
         short = tmp / "short.flac"
         soundfile.write(short, collage(1.0, seed=0, sr=SR), SR)
-        first_use_mb, _ = index(short, "first-use.db")
-        index_mb, index_s = index(path, "c.db")
-        seed_mb, _ = peak_rss_mb([sys.executable, "-c", f"import librosa; librosa.load({str(path)!r}, sr=32000)"])
-        engine = PannsCnn14(model_dir=model_dir, runtime=args.runtime).engine  # what `index` ran, named as ingest does
+        first_use_mb, _, _ = index(short, "first-use.db")
+        index_mb, index_s, engine = index(path, "c.db")
+        seed_mb, _, _ = peak_rss_mb([sys.executable, "-c", f"import librosa; librosa.load({str(path)!r}, sr=32000)"])
 
     audio_s = args.minutes * 60
     result = {

@@ -6,7 +6,7 @@
 The catalog holds --clips generated sounds indexed with the same model. Each query length is timed --repeats
 times through ``AudioSim.search_file`` (what the Datasette upload route and ``audiosim search`` call), on each
 Cnn14 engine in the same run: bfloat16 (the CPU default where the CPU has AMX or AVX-512 BF16) and ONNX Runtime
-(the default elsewhere) against torch eager.
+(the default elsewhere) and int8 against torch eager; --quick, the CPU default against torch eager.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def main(argv=None):
             queries[seconds] = tmp / f"query-{int(seconds)}s.mp3"
             write(queries[seconds], sound("chirp", seconds, seed=7, sr=CORPUS_RATE), CORPUS_RATE, format="MP3")
         catalog = str(tmp / "catalog.db")
-        for runtime in cpu_runtimes():
+        # --quick checks the steps: the CPU default and its torch baseline, without int8's one-time quantization.
+        for runtime in ("auto", "torch") if args.quick else cpu_runtimes():
             settings = Settings(catalog, model="panns-cnn14", model_dir=model_dir, runtime=runtime)
             with AudioSim(settings) as sim:
                 sim.index([tmp / "corpus"])

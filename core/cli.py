@@ -145,6 +145,8 @@ def index(settings, paths, as_json, hop):
         _say(f"model: {collection.identity}, windows of {collection.windows}")
         with tqdm(desc="indexing", unit="file", file=sys.stderr, disable=as_json or None) as bar:
             report = service.index(paths, progress=lambda _path: bar.update(1))
+        # What embedded, as `audiosim models compare` names engines; None when nothing was, rather than load a model.
+        engine = service.embedder.engine if report.indexed else None
     if as_json:
         click.echo(
             json.dumps(
@@ -156,6 +158,7 @@ def index(settings, paths, as_json, hop):
                     "segments": report.segments,
                     "audio_s": round(report.audio_s, 3),
                     "model": collection.identity,
+                    "engine": engine,
                 }
             )
         )

@@ -70,6 +70,7 @@ def test_failed_files_are_listed_and_set_the_exit_code(run, sounds):
     assert f"failed: {sounds / 'junk.wav'}: " in result.output
     summary = json.loads(run("index", sounds, "--json", code=1).stdout)
     assert summary["skipped"] == 6 and summary["failed"][0]["path"] == str(sounds / "junk.wav")
+    assert summary["engine"] is None  # nothing was embedded: no model loaded to name it
 
 
 @pytest.mark.parametrize(
@@ -233,6 +234,7 @@ def test_a_catalog_keeps_the_hop_it_was_built_with(tmp_path, long_recording, sou
     later = write(tmp_path / "later.flac", collage(10.5, seed=3))
     kept = json.loads(cli_run("index", later, "--json", *coarse).stdout)
     assert kept["indexed"] == 1 and kept["segments"] == 6  # 0, 2, 4, 6, 8 and the tail at 8.5 (10 at a 1 s hop)
+    assert kept["engine"] == "numpy"  # what embedded it: dsp-logmel runs on numpy
 
     offset = 37.3
     crop = write(tmp_path / "crop.wav", audio[int(offset * SR) : int((offset + 2.0) * SR)])
