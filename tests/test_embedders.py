@@ -168,9 +168,11 @@ def test_a_cached_onnx_graph_loads_without_torch_or_optimising_again_in_bounded_
     graph = onnx_runtime.cache_path(folder / "Cnn14_mAP=0.431.pth")
     assert graph.exists() and list(folder.glob("*.onnx")) == [graph]
     torch_loaded, again = load_in_a_process()
-    # Measured: 0.53 GB from the cache; 1.9 GB when each load held torch's model and optimised; 2.2 GB first.
+    # Measured: 0.53 GB from the cache; 1.9 GB when each load held torch's model and optimised. The first use
+    # peaked at 2.29 GB while the exporter held the weights thrice over and torch's model stayed through the
+    # optimisation; 1.81 GB with the weights added after the export and the model let go before optimising.
     assert first[0] and not torch_loaded
-    assert again < 900 and again < first[1]
+    assert again < 900 and again < first[1] < 2048
 
 
 def test_int8_runs_quantized_convolutions_close_to_float32_only_when_asked_for(panns_model_dir, tmp_path):

@@ -107,11 +107,13 @@ def load_onnx_cnn14(load_torch, checkpoint: Path, precision: str = "float32") ->
         graph = None
         was_cached = target.exists()
         try:
-            graph = _cached_or_exported(model, checkpoint, target, precision)
             expected = reference(model)
+            plain = None if was_cached else _plain_graph_beside(model, target, precision)
+            # torch's copy of the weights goes before ONNX Runtime's optimiser needs several times the graph's size.
             model = None
             gc.collect()
             return_freed_memory()
+            graph = str(target) if plain is None else _optimised(plain, checkpoint, target)
             twin = OnnxCnn14(_session(graph), precision)
             problem = disagreement(expected, twin, *AGREEMENTS[precision])
         except Exception as e:  # export and session creation raise many kinds; torch still works
@@ -164,14 +166,15 @@ def _sha256(path: str) -> str:
 
 
 def _session(graph: str | bytes, threads: int | None = None, optimised_to: str | None = None):
-    """A session on ``graph``: a cached path is already optimised; plain export bytes are optimised now (and
-    written to ``optimised_to`` if given). ``threads`` None is ONNX Runtime's default, one per physical core."""
+    """A session on ``graph``, a path or an export's bytes. With ``optimised_to``, the graph is optimised now and
+    written there; otherwise a path is a cached graph, already optimised, and bytes are optimised in memory.
+    ``threads`` None is ONNX Runtime's default, one per physical core."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    if isinstance(graph, str):
+    if isinstance(graph, str) and not optimised_to:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     if optimised_to:
         options.optimized_model_filepath = optimised_to
@@ -179,24 +182,35 @@ def _session(graph: str | bytes, threads: int | None = None, optimised_to: str |
     return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
-def _cached_or_exported(model, checkpoint: Path, target: Path, precision: str) -> str | bytes:
-    """The path of the cached optimised graph ``target``, exporting (and quantizing) and optimising it first if
-    needed; the plain graph's bytes if the folder is read-only."""
-    if target.exists():
-        return str(target)
+def _plain_graph_beside(model, target: Path, precision: str) -> str | bytes:
+    """The exported graph, not yet optimised, in a scratch file beside ``target`` (so that nobody holds its bytes
+    while ONNX Runtime optimises it); its bytes if that folder is read-only."""
     plain = _plain_graph(model, precision)
     try:
-        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".partial")
+        fd, path = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".plain.partial")
     except OSError as e:
-        log.info("cannot cache the ONNX graph beside %s (%s); keeping it in memory", checkpoint, e)
+        log.info("cannot cache the ONNX graph beside %s (%s); keeping it in memory", target.parent, e)
         return plain
+    with os.fdopen(fd, "wb") as f:
+        f.write(plain)
+    return path
+
+
+def _optimised(plain: str | bytes, checkpoint: Path, target: Path) -> str | bytes:
+    """The path of ``target``, the plain graph optimised by ONNX Runtime for this CPU; plain bytes (a read-only
+    folder) are returned as they are, for the session to optimise in memory."""
+    if isinstance(plain, bytes):
+        return plain
+    partial = None
     try:
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".partial")
         os.close(fd)
         _session(plain, 1, optimised_to=partial)  # ONNX Runtime writes the optimised graph
         os.replace(partial, target)  # atomic: a concurrent loader sees the whole graph or none
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
+        for scratch in filter(None, (partial, plain)):
+            with contextlib.suppress(OSError):
+                os.unlink(scratch)
     for stale in checkpoint.parent.glob(f"{checkpoint.name}.*.onnx*"):  # a replaced checkpoint's, an old format's
         if not stale.name.startswith(_export_name(checkpoint)):
             with contextlib.suppress(OSError):
@@ -209,8 +223,7 @@ def _plain_graph(model, precision: str) -> bytes:
     writes files)."""
     buffer = io.BytesIO()
     if precision == "float32":
-        _export(model, buffer)
-        return buffer.getvalue()
+        return _lean_export(model)
     with _narrow_convolutions_unpadded(model):
         _export(model, buffer)
     with tempfile.TemporaryDirectory() as scratch:
@@ -235,8 +248,32 @@ def _narrow_convolutions_unpadded(model):
             del block.unpadded_up_to  # back to the class's 0
 
 
-def _export(model, destination) -> None:
-    """Write Cnn14 from its power spectra onwards (``Cnn14.from_power``) as an ONNX graph."""
+def _lean_export(model) -> bytes:
+    """``_export``'s graph with the weights added afterwards, one at a time: the exporter, given the weights,
+    peaked at 2.0 GB (the model, then its folded, graph and serialized copies of them), over the 1.5 GB a
+    2-hour file is indexed in. The exporter traces the structure, the weights as graph inputs; each goes in as
+    an initializer. Its batch norms stay apart from their convolutions, for ONNX Runtime's optimiser to fold."""
+    import onnx
+    from onnx import numpy_helper
+
+    buffer = io.BytesIO()
+    _export(model, buffer, with_weights=False)
+    graph = onnx.load_from_string(buffer.getvalue())
+    weights = {f"{FROM_POWER_PREFIX}{name}": tensor for name, tensor in model.state_dict().items()}
+    for given in [i for i in graph.graph.input if i.name in weights]:
+        graph.graph.initializer.append(numpy_helper.from_array(weights[given.name].numpy(), given.name))
+        graph.graph.input.remove(given)
+    if [i.name for i in graph.graph.input] != ["power"]:  # a weight by another name would be a graph input
+        raise ValueError(f"the exported graph wants inputs {[i.name for i in graph.graph.input]}, not just power")
+    return graph.SerializeToString()
+
+
+FROM_POWER_PREFIX = "cnn14."  # what _export's wrapper module puts before each of the model's weight names
+
+
+def _export(model, destination, with_weights: bool = True) -> None:
+    """Write Cnn14 from its power spectra onwards (``Cnn14.from_power``) as an ONNX graph; ``with_weights``
+    False leaves them out, as graph inputs named after the model's own (``FROM_POWER_PREFIX`` before them)."""
     import torch
 
     class FromPower(torch.nn.Module):
@@ -259,4 +296,6 @@ def _export(model, destination) -> None:
             dynamic_axes={"power": {0: "batch", 2: "frames"}, "embedding": {0: "batch"}, "scores": {0: "batch"}},
             opset_version=17,
             dynamo=False,  # the TorchScript exporter traces this plain CNN without onnxscript
+            export_params=with_weights,
+            do_constant_folding=with_weights,  # folding needs the weights' values
         )
