@@ -221,9 +221,9 @@ def _optimised(plain: str | bytes, checkpoint: Path, target: Path) -> str | byte
 def _plain_graph(model, precision: str) -> bytes:
     """The model exported to ONNX, not yet optimised; in int8, quantized (in a scratch folder: the quantizer
     writes files)."""
-    buffer = io.BytesIO()
     if precision == "float32":
         return _lean_export(model)
+    buffer = io.BytesIO()
     with _narrow_convolutions_unpadded(model):
         _export(model, buffer)
     with tempfile.TemporaryDirectory() as scratch:
@@ -248,6 +248,9 @@ def _narrow_convolutions_unpadded(model):
             del block.unpadded_up_to  # back to the class's 0
 
 
+FROM_POWER_PREFIX = "cnn14."  # what _export's wrapper module puts before each of the model's weight names
+
+
 def _lean_export(model) -> bytes:
     """``_export``'s graph with the weights added afterwards, one at a time: the exporter, given the weights,
     peaked at 2.0 GB (the model, then its folded, graph and serialized copies of them), over the 1.5 GB a
@@ -266,9 +269,6 @@ def _lean_export(model) -> bytes:
     if [i.name for i in graph.graph.input] != ["power"]:  # a weight by another name would be a graph input
         raise ValueError(f"the exported graph wants inputs {[i.name for i in graph.graph.input]}, not just power")
     return graph.SerializeToString()
-
-
-FROM_POWER_PREFIX = "cnn14."  # what _export's wrapper module puts before each of the model's weight names
 
 
 def _export(model, destination, with_weights: bool = True) -> None:
