@@ -36,8 +36,9 @@ INDEXES = {
 # Servers: IVF-Flat. Measured at 100k clustered 2048-d vectors on Milvus 2.3.5 once compacted and indexed
 # (bench/search.py): recall@10 0.978 at 4.9 ms p50 with nprobe 32, where a fully built HNSW (M 16,
 # efConstruction 200, ef 256) found 0.786 at 6.7 ms.
-# Milvus Lite: FLAT, which costs nothing to build; searches go to the in-process mirror (mirror.py) anyway.
-SERVER_INDEX, LITE_INDEX = "IVF_FLAT", "FLAT"
+# Milvus Lite: none. Searches go to the in-process mirror (mirror.py), and a FLAT index would be one more copy of
+# every vector beside each of Lite's data files: 24,000 rows took 377 MB of disk with it, 190 MB without.
+SERVER_INDEX, LITE_INDEX = "IVF_FLAT", None
 TOKENS = "audiosim_mirror_tokens"  # Milvus Lite only: which saved search mirror matches each collection
 # Milvus Lite buffers writes until 128 MB of them, or until the process exits, and then turns every buffered value
 # into a Python object on its way to Parquet: 12 times the vectors' size. Measured with 7,200 2048-d rows (a
@@ -115,7 +116,7 @@ class VectorStore:
 
     # -- collections ---------------------------------------------------------------------------
     def ensure_collection(self, name: str, dim: int, index_type: str | None = None) -> None:
-        """Create the collection with an explicit schema and a cosine index if it does not exist."""
+        """Create the collection, if it does not exist, with an explicit schema and (on a server) a cosine index."""
         index_type = index_type or (SERVER_INDEX if self.is_server else LITE_INDEX)
         from pymilvus import DataType
 
@@ -129,8 +130,10 @@ class VectorStore:
         schema.add_field("clip_id", DataType.INT64)
         schema.add_field("start_s", DataType.FLOAT)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        index = self.client.prepare_index_params()
-        index.add_index(field_name="vector", index_name="vector", **INDEXES[index_type])
+        index = None
+        if index_type:
+            index = self.client.prepare_index_params()
+            index.add_index(field_name="vector", index_name="vector", **INDEXES[index_type])
         # Session consistency: a process always sees its own writes; other processes see them within the server's
         # time tick. Strong would add a ~300 ms wait to every search on a Milvus 2.3 server (measured: 301 ms vs
         # 5 ms p50 at 10k vectors), so only verify's full scans ask for it.
@@ -188,9 +191,7 @@ class VectorStore:
             schema.add_field("id", DataType.INT64, is_primary=True)
             schema.add_field("token", DataType.VARCHAR, max_length=64)
             schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector field
-            index = self.client.prepare_index_params()
-            index.add_index(field_name="unused", index_type="FLAT", metric_type="L2")
-            self._call(self.client.create_collection, TOKENS, schema=schema, index_params=index)
+            self._call(self.client.create_collection, TOKENS, schema=schema)  # no index: it is only ever read by id
             self._loaded.add(TOKENS)
         self._ensure_loaded(TOKENS)
         row = {"id": self._token_key(name), "token": token, "unused": [0.0, 0.0]}
