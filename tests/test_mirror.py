@@ -198,3 +198,27 @@ def test_reading_a_milvus_lite_collection_back_does_not_warn_about_session_times
     finally:
         iterator_log.removeHandler(handler)
     assert not [message for message in seen if "mvccTs" in message]
+
+
+def test_a_store_made_with_a_lite_index_keeps_it_and_works_as_before(tmp_path):
+    """Stores made before Milvus Lite collections went without an index have a FLAT one: written to, searched
+    and pruned as before, in a later process too."""
+    uri = str(tmp_path / "v.db")
+    data = clustered(300, dim=32)
+    np.save(tmp_path / "data.npy", data)
+    writer = (
+        "import numpy as np\nfrom audiosim.vectors import VectorStore\n"
+        f"store = VectorStore({uri!r})\ndata = np.load({str(tmp_path / 'data.npy')!r})\n"
+        "store.ensure_collection('c', 32, index_type='FLAT')\n"
+        "store.upsert('c', list(range(200)), [i // 5 for i in range(200)], [0.0] * 200, data[:200])\n"
+        "store.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", writer], check=True, capture_output=True)
+    store = VectorStore(uri)
+    store.upsert("c", list(range(200, 300)), [100] * 100, [0.0] * 100, data[200:])
+    store.delete_clips("c", [3])
+    assert store.client.list_indexes("c") == ["vector"]
+    assert store.count("c") == 295
+    assert store.search("c", data[250:251], 1)[0][0].vector_id == 250
+    assert store.search("c", data[16:17], 1)[0][0].vector_id != 16  # clip 3's windows are gone
+    store.close()
