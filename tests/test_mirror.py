@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 
@@ -121,18 +120,25 @@ def test_saved_mirror_round_trips_and_refuses_another_token(tmp_path, monkeypatc
     assert IVF_FROM >= 10_000  # the real threshold is untouched by the patch above
 
 
+def in_its_own_process(tmp_path, body: str) -> int:
+    """Run ``body`` in a process of its own, with ``store`` the Milvus Lite store ``v.db`` in ``tmp_path`` and
+    ``data`` its ``data.npy`` (Milvus Lite lets go of a store only when the process that opened it exits); the
+    process's return code."""
+    script = "import os, signal, numpy as np\nfrom audiosim.vectors import VectorStore\n"
+    script += f"store = VectorStore({str(tmp_path / 'v.db')!r})\ndata = np.load({str(tmp_path / 'data.npy')!r})\n"
+    return subprocess.run([sys.executable, "-c", script + body], capture_output=True).returncode
+
+
 def test_lite_store_saves_its_mirror_and_reopens_without_rebuilding_or_loading_lite(tmp_path, caplog):
     uri = str(tmp_path / "v.db")
     data = clustered(500, dim=32)
     np.save(tmp_path / "data.npy", data)
-    writer = (  # its own process: Milvus Lite lets go of a store only when the process that opened it exits
-        "import numpy as np\nfrom audiosim.vectors import VectorStore\n"
-        f"store = VectorStore({uri!r})\ndata = np.load({str(tmp_path / 'data.npy')!r})\n"
+    writer = (
         "store.ensure_collection('c', 32)\n"
         "store.upsert('c', list(range(500)), [i // 5 for i in range(500)], [0.0] * 500, data)\n"
         "store.close()\n"
     )
-    subprocess.run([sys.executable, "-c", writer], check=True, capture_output=True)
+    assert in_its_own_process(tmp_path, writer) == 0
     assert (tmp_path / "v.db-mirror" / "c" / "mirror.json").exists()
     with caplog.at_level(logging.INFO, logger="audiosim.vectors"):
         again = VectorStore(uri)
@@ -150,26 +156,23 @@ def test_a_process_killed_after_writing_leaves_a_mirror_that_is_rebuilt(tmp_path
     uri = str(tmp_path / "v.db")
     np.save(tmp_path / "data.npy", clustered(400, dim=32))
 
-    def in_a_process(body: str) -> int:
-        script = "import os, signal, numpy as np\nfrom audiosim.vectors import VectorStore\n"
-        script += f"store = VectorStore({uri!r})\ndata = np.load({str(tmp_path / 'data.npy')!r})\n" + body
-        return subprocess.run([sys.executable, "-c", script], capture_output=True, env={**os.environ}).returncode
-
     # A clean run saves a mirror of 200 rows; the next run adds 200 and dies before close(): the saved mirror
     # is now behind Lite, and must not be trusted.
     assert (
-        in_a_process(
+        in_its_own_process(
+            tmp_path,
             'store.ensure_collection("c", 32)\n'
             'store.upsert("c", list(range(200)), [0] * 200, [0.0] * 200, data[:200])\n'
-            "store.close()\n"
+            "store.close()\n",
         )
         == 0
     )
     assert (tmp_path / "v.db-mirror" / "c").exists()
     assert (
-        in_a_process(
+        in_its_own_process(
+            tmp_path,
             'store.upsert("c", list(range(200, 400)), [1] * 200, [0.0] * 200, data[200:])\n'
-            "os.kill(os.getpid(), signal.SIGKILL)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n",
         )
         == -9
     )
@@ -207,13 +210,11 @@ def test_a_store_made_with_a_lite_index_keeps_it_and_works_as_before(tmp_path):
     data = clustered(300, dim=32)
     np.save(tmp_path / "data.npy", data)
     writer = (
-        "import numpy as np\nfrom audiosim.vectors import VectorStore\n"
-        f"store = VectorStore({uri!r})\ndata = np.load({str(tmp_path / 'data.npy')!r})\n"
         "store.ensure_collection('c', 32, index_type='FLAT')\n"
         "store.upsert('c', list(range(200)), [i // 5 for i in range(200)], [0.0] * 200, data[:200])\n"
         "store.close()\n"
     )
-    subprocess.run([sys.executable, "-c", writer], check=True, capture_output=True)
+    assert in_its_own_process(tmp_path, writer) == 0
     store = VectorStore(uri)
     store.upsert("c", list(range(200, 300)), [100] * 100, [0.0] * 100, data[200:])
     store.delete_clips("c", [3])
