@@ -4,6 +4,7 @@
     .venv/bin/python bench/ingest.py --models dsp-logmel aisfx --clips 60
     .venv/bin/python bench/ingest.py --panns-random        # measure Cnn14 with a random-weight checkpoint
     .venv/bin/python bench/ingest.py --panns-random --hop 2 --models panns-cnn14   # each second embedded once
+    .venv/bin/python bench/ingest.py --panns-random --models panns-cnn14 --runtimes bfloat16   # one engine
     .venv/bin/python bench/ingest.py --quick
 
 The corpus mixes lengths (1-10 s) and formats (wav, flac, mp3). "ceiling" is the embedder alone on the same
@@ -153,6 +154,7 @@ def main(argv=None):
     parser.add_argument("--seed-files", type=int, default=12, help="files the (slow) seed loop is timed on")
     parser.add_argument("--mysql", default="mysql://root:@127.0.0.1:3306/test", help="the seed loop's catalog")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the fastest counts")
+    parser.add_argument("--runtimes", nargs="*", help="Cnn14's engines to measure (default: every one this CPU runs)")
     parser.add_argument("--hop", type=float, help="seconds between windows (audiosim index --hop); default: 1")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -173,7 +175,7 @@ def main(argv=None):
         usable = [s.name for s in model_statuses(model_dir) if s.usable]
         # --quick checks the steps, and every engine takes the same ones: Cnn14 runs on the CPU default alone,
         # without int8's one-time quantization (34 s of a 106 s quick run on an EPYC Zen 3).
-        engines = ("auto",) if args.quick else cpu_runtimes()
+        engines = ("auto",) if args.quick else args.runtimes or cpu_runtimes()
         runs = [
             (name, runtime)
             for name in args.models or usable

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import run_measuring_peak
 
 from audiosim import ModelMismatch, ModelNotAvailable, Settings
@@ -280,6 +281,29 @@ def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_
         assert auto.engine == "onnxruntime"
         with pytest.raises(ModelNotAvailable, match="amx_bf16 or avx512_bf16"):
             PannsCnn14(model_dir=panns_model_dir, runtime="bfloat16").load()
+
+
+@pytest.mark.parametrize("frames", [1, 2, 6, 31])
+def test_the_bfloat16_last_block_as_one_matrix_product_is_the_3x3_convolution(frames):
+    """Cnn14's last block sees 2 mel bins; the twin runs its convolutions as one matrix product over the kernel
+    taps that meet real input. It must give the padded 3x3 convolution's sums, at any number of frames."""
+    from audiosim.embedders import bfloat16
+
+    generator = torch.Generator().manual_seed(frames)
+    weight = torch.randn(24, 16, 3, 3, generator=generator)
+    bias = torch.randn(24, generator=generator)
+    x = torch.randn(3, 16, frames, bfloat16.LAST_BLOCK_BINS, generator=generator).to(torch.bfloat16)
+    # The reference sees the same bfloat16-rounded numbers, summed in float32.
+    want = torch.relu(
+        F.conv2d(x.float(), weight.to(torch.bfloat16).float(), bias.to(torch.bfloat16).float(), padding=1)
+    )
+    got = bfloat16._convolve_two_bins_relu(
+        x.contiguous(memory_format=torch.channels_last), *bfloat16._two_bin_matrix(weight, bias)
+    )
+    assert got.shape == want.shape
+    assert got.is_contiguous(memory_format=torch.channels_last)  # what the head and the next product take
+    assert torch.allclose(got.float(), want, atol=0.1, rtol=0.02)  # bfloat16's output rounding: 1 part in 256
+    assert (want > 0.5).any() and (want == 0).any()  # the check sees both sides of the ReLU
 
 
 def test_a_bfloat16_kernel_that_fails_leaves_auto_on_onnx_runtime(panns_model_dir, monkeypatch, caplog):
