@@ -108,7 +108,9 @@ def _chain(first, rest):
 def _clean(block: np.ndarray) -> np.ndarray:
     """Mono float32 with no NaN or Inf: broken samples must not poison an embedding."""
     if block.ndim == 2:
-        block = block.mean(axis=1)
+        # A mono file's one column is taken as it is: numpy's mean over a (n, 1) array cost 30 ms of CPU per
+        # 277 s of audio, an eighth of the reader's work, on 2 cores the model keeps busy.
+        block = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
     block = np.asarray(block, dtype=np.float32)
     if not np.isfinite(block).all():
         block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
