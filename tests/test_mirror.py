@@ -129,16 +129,23 @@ def in_its_own_process(tmp_path, body: str) -> int:
     return subprocess.run([sys.executable, "-c", script + body], capture_output=True).returncode
 
 
-def test_lite_store_saves_its_mirror_and_reopens_without_rebuilding_or_loading_lite(tmp_path, caplog):
-    uri = str(tmp_path / "v.db")
-    data = clustered(500, dim=32)
+def written_in_its_own_process(tmp_path, data, rows: int, index_type: str | None = None) -> None:
+    """Save ``data`` as ``data.npy`` and write its first ``rows`` (row i of clip i // 5) to collection ``c`` of
+    the store ``v.db``, made with ``index_type`` if given, in a process of its own that closes the store."""
     np.save(tmp_path / "data.npy", data)
+    index = f", index_type={index_type!r}" if index_type else ""
     writer = (
-        "store.ensure_collection('c', 32)\n"
-        "store.upsert('c', list(range(500)), [i // 5 for i in range(500)], [0.0] * 500, data)\n"
+        f"store.ensure_collection('c', {data.shape[1]}{index})\n"
+        f"store.upsert('c', list(range({rows})), [i // 5 for i in range({rows})], [0.0] * {rows}, data[:{rows}])\n"
         "store.close()\n"
     )
     assert in_its_own_process(tmp_path, writer) == 0
+
+
+def test_lite_store_saves_its_mirror_and_reopens_without_rebuilding_or_loading_lite(tmp_path, caplog):
+    uri = str(tmp_path / "v.db")
+    data = clustered(500, dim=32)
+    written_in_its_own_process(tmp_path, data, rows=500)
     assert (tmp_path / "v.db-mirror" / "c" / "mirror.json").exists()
     with caplog.at_level(logging.INFO, logger="audiosim.vectors"):
         again = VectorStore(uri)
@@ -208,13 +215,7 @@ def test_a_store_made_with_a_lite_index_keeps_it_and_works_as_before(tmp_path):
     and pruned as before, in a later process too."""
     uri = str(tmp_path / "v.db")
     data = clustered(300, dim=32)
-    np.save(tmp_path / "data.npy", data)
-    writer = (
-        "store.ensure_collection('c', 32, index_type='FLAT')\n"
-        "store.upsert('c', list(range(200)), [i // 5 for i in range(200)], [0.0] * 200, data[:200])\n"
-        "store.close()\n"
-    )
-    assert in_its_own_process(tmp_path, writer) == 0
+    written_in_its_own_process(tmp_path, data, rows=200, index_type="FLAT")
     store = VectorStore(uri)
     store.upsert("c", list(range(200, 300)), [100] * 100, [0.0] * 100, data[200:])
     store.delete_clips("c", [3])
