@@ -129,7 +129,7 @@ class Bfloat16Cnn14:
 # The last block sees 2 mel bins (64 halved by five poolings), where a 3x3 convolution's outer kernel column of
 # each output bin meets only the zero padding. oneDNN's convolution spends as long on that shape as on one with
 # spatial room to spare: block 6 took 41 % of a batch of 16 windows (53 ms of 128 on a Xeon with AMX). As one
-# matrix product over the taps that meet real input, the same sums take 13 ms.
+# matrix product over the taps that meet real input, the same sums take 13-17 ms.
 LAST_BLOCK_BINS = 2
 
 
