@@ -265,6 +265,8 @@ def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_
     twin = bfloat16.load_bfloat16_cnn14(load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename))
     assert twin is not None
     assert twin.packed == bfloat16.available()  # oneDNN's packed, fused convolutions wherever they run fast
+    pieces = [len(weight) if isinstance(weight, tuple) else 1 for block in twin.blocks for weight, _ in block]
+    assert pieces == [1] * 9 + [4 if twin.packed else 1] + [1] * 2  # block 5's second: 1,024 outputs in 4
     embeddings, scores = twin(np.stack(windows))
     got = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     assert (np.sum(want.vectors * got, axis=1) > 0.995).all()

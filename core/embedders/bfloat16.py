@@ -4,7 +4,9 @@ AVX-512 BF16 (AMD Zen 4, Intel Cooper Lake). A batch of 16 two-second windows on
     Xeon with AMX:        bfloat16 0.09 s (0.12 s with the last block convolved, 0.23-0.27 s before the fold and
                           packing below), int8 0.17-0.19 s,
                           ONNX Runtime float32 0.57 s (bench/export.py)
-    EPYC Zen 4, BF16:     bfloat16 0.54 s before the fold and packing, ONNX Runtime float32 0.75 s, torch 0.96 s
+    EPYC Zen 4, BF16:     bfloat16 0.30 s (0.31 s with block 5's second convolution whole, 0.37 s with the
+                          last block convolved too, 0.50-0.54 s before the fold and packing), int8 0.20 s,
+                          ONNX Runtime float32 0.71-0.75 s, torch 0.96 s
 
 Without either, torch falls back to a reference convolution, about 7 s a batch (EPYC Zen 3, AVX2).
 bench/ingest.py has the pipeline figures.
@@ -82,10 +84,15 @@ class Bfloat16Cnn14:
                         layers.append(_two_bin_matrix(weight, bias))
                         continue
                     weight = weight.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+                    bias = bias.to(torch.bfloat16)
                     if self.packed:  # the input's shape only guides the layout: any batch and length still run
                         shape = [PACKING_BATCH, conv.in_channels, frames, bins]
-                        weight = torch.ops.mkldnn._reorder_convolution_weight(weight, [1, 1], [1, 1], [1, 1], 1, shape)
-                    layers.append((weight, bias.to(torch.bfloat16)))
+                        pieces = SPLIT_OUTPUTS if conv.in_channels >= SPLIT_FROM_INPUTS else conv.out_channels
+                        weight = tuple(_packed(piece, shape) for piece in weight.split(pieces))
+                        bias = tuple(bias.split(pieces))
+                        if len(weight) == 1:
+                            weight, bias = weight[0], bias[0]
+                    layers.append((weight, bias))
                 self.blocks.append(layers)
                 delattr(model, f"conv_block{i}")  # its batch norms: folded in above
                 frames, bins = frames // 2, bins // 2
@@ -119,11 +126,27 @@ class Bfloat16Cnn14:
         import torch
         import torch.nn.functional as F
 
+        if isinstance(weight, tuple):  # a wide convolution's output channels in pieces (SPLIT_OUTPUTS)
+            return torch.cat([self._convolve_relu(x, w, b) for w, b in zip(weight, bias, strict=True)], dim=1)
         if weight.dim() == 2:  # the last block's, as one matrix product (_two_bin_matrix)
             return _convolve_two_bins_relu(x, weight, bias)
         if self.packed:
             return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
         return F.relu_(F.conv2d(x, weight, bias, padding=1))
+
+
+# oneDNN blocks a convolution's weights by its own rule of thumb, and for block 5's second convolution (1,024
+# channels in and out, 12 frames by 4 bins a window) the AVX-512 BF16 kernel picks blocks of 16 output channels:
+# 48-52 ms for a batch of 16 windows on an EPYC Zen 4. The same weights as four convolutions of 256 outputs each
+# get blocks of 64 and take 28-30 ms, the same sums. Splitting no other convolution helped there.
+SPLIT_FROM_INPUTS, SPLIT_OUTPUTS = 1024, 256
+
+
+def _packed(weight, shape):
+    """A convolution's bfloat16 weights packed once into oneDNN's blocked layout for inputs of ``shape``."""
+    import torch
+
+    return torch.ops.mkldnn._reorder_convolution_weight(weight, [1, 1], [1, 1], [1, 1], 1, shape)
 
 
 # The last block sees 2 mel bins (64 halved by five poolings), where a 3x3 convolution's outer kernel column of
