@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+from scipy.fft import next_fast_len
 
 SR = 32000
 KINDS = ("tone", "noise", "chirp", "clicks", "chord", "hum")
@@ -21,10 +22,12 @@ def sound(kind: str, seconds: float = 2.0, seed: int = 0, sr: int = SR) -> np.nd
         f = 220 * 2 ** rng.uniform(0, 3)
         y = np.sin(2 * np.pi * f * t) * 0.5
     elif kind == "noise":
-        white = rng.standard_normal(n)
-        spectrum = np.fft.rfft(white)
-        tilt = np.maximum(np.fft.rfftfreq(n, 1 / sr), 20.0) ** -rng.uniform(0.0, 1.0)
-        y = np.fft.irfft(spectrum * tilt, n)
+        # Coloured over a length the FFT factors well, then cut: a length with a large prime factor took up to
+        # ten times as long, and noise was most of the time it took to make a long collage.
+        fast = next_fast_len(n, real=True)
+        spectrum = np.fft.rfft(rng.standard_normal(fast))
+        tilt = np.maximum(np.fft.rfftfreq(fast, 1 / sr), 20.0) ** -rng.uniform(0.0, 1.0)
+        y = np.fft.irfft(spectrum * tilt, fast)[:n]
         y = 0.3 * y / (np.abs(y).max() + 1e-9)
     elif kind == "chirp":
         f0, f1 = 100 * 2 ** rng.uniform(0, 3), 1000 * 2 ** rng.uniform(0, 3)
