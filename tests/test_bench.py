@@ -113,6 +113,15 @@ def test_long_file_bench_measures_indexing_memory_against_the_seed_decode(quick_
     assert result["engine"] == default_engine_here()  # named as the ingest bench names it
 
 
+def test_all_times_cnn14_on_the_cpu_engines_audiosim_chooses_between():
+    sys.path.insert(0, str(BENCH))
+    from all import steps
+
+    ingest = dict(steps(None))["ingest"]
+    runtimes = ingest[ingest.index("--runtimes") + 1 :]
+    assert runtimes == ["bfloat16"] * bfloat16_available() + ["onnx", "int8"]  # torch eager: in upload.py
+
+
 @pytest.mark.slow
 @pytest.mark.server
 def test_all_summarises_every_bench_as_figure_baseline_ratio_and_command(quick_run):
