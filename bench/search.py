@@ -72,7 +72,7 @@ def settle(store, name: str, rows: int, seconds: float = 600, quiet_s: float = 3
     16.3 ms p50 on a layout caught early, 6 segments, and 7.2 ms on a settled one, 2). ``quiet_s`` 0 stops after
     the first compaction and index: the steps, not the steady state."""
     deadline = time.monotonic() + seconds
-    info = {}
+    layout, info = None, {}
     while time.monotonic() < deadline:
         job = store.client.compact(name)
         while store.client.get_compaction_state(job) != "Completed" and time.monotonic() < deadline:
@@ -80,15 +80,12 @@ def settle(store, name: str, rows: int, seconds: float = 600, quiet_s: float = 3
         info = wait_for_index(store, name, rows, deadline - time.monotonic(), poll_s)
         if not quiet_s:
             break
-        layout = segment_layout(store, name)
         time.sleep(quiet_s)
-        if segment_layout(store, name) == layout:  # held for quiet_s: the server has stopped merging
+        now = sorted(s.num_rows for s in store.client.list_persistent_segments(name))
+        if now == layout:
             break
+        layout = now
     return info
-
-
-def segment_layout(store, name: str) -> list[int]:
-    return sorted(s.num_rows for s in store.client.list_persistent_segments(name))
 
 
 def wait_for_index(store, name: str, rows: int, seconds: float = 300, poll_s: float = 2) -> dict:
