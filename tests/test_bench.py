@@ -113,8 +113,8 @@ def test_long_file_bench_measures_indexing_memory_against_the_seed_decode(quick_
     assert result["engine"] == default_engine_here()  # named as the ingest bench names it
 
 
-def test_all_times_cnn14_on_the_cpu_engines_audiosim_chooses_between():
-    sys.path.insert(0, str(BENCH))
+def test_all_times_cnn14_on_the_cpu_engines_audiosim_chooses_between(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # bench/'s modules, for this test only
     from all import steps
 
     ingest = dict(steps(None))["ingest"]
