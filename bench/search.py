@@ -173,8 +173,11 @@ def main(argv=None):
     parser.add_argument("--nprobe", type=int, default=None, help="IVF lists searched (default: the store's)")
     parser.add_argument("--sweep-nprobe", type=int, nargs="*", help="also measure these IVF nprobe values")
     parser.add_argument(
-        "--index", choices=["HNSW", "IVF_FLAT", "FLAT"], help="the collection's index (default: the store's)"
+        "--index",
+        choices=["HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT"],
+        help="the collection's index (default: the store's)",
     )
+    parser.add_argument("--nlist", type=int, help="IVF lists (default: the store's)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
     parser.add_argument("--store-dir", help=argparse.SUPPRESS)  # internal: build the Lite store here, keep it
@@ -193,7 +196,12 @@ def main(argv=None):
                 os.path.join(tmp, "bench.db"), result["collection"], queries, tmp
             )
         return report(result, args.out)
-    from audiosim.vectors import VectorStore
+    from audiosim.vectors import INDEXES, VectorStore
+
+    if args.nlist:
+        for spec in INDEXES.values():
+            if "nlist" in spec["params"]:
+                spec["params"]["nlist"] = args.nlist
 
     queries = clustered_vectors(args.queries, args.dim, seed=1)
     with tempfile.TemporaryDirectory() as scratch:
@@ -268,6 +276,7 @@ def main(argv=None):
         "dim": args.dim,
         "ef": args.ef,
         "nprobe": args.nprobe,
+        "nlist": args.nlist,
         "index": (args.index or "IVF_FLAT")
         if args.milvus
         else "in-process mirror (exact below 20k rows, else a float16 IVF index)",
