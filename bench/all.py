@@ -148,6 +148,15 @@ def table(results: dict, commands: dict) -> list[dict]:
                 times_as(search["numpy_exact_p50_ms"] / search["milvus_p50_ms"], "faster", "slower"),
                 "no slower than numpy" if step == "search-lite-100k" else "≤ 5 ms at recall ≥ 0.95",
             )
+    if (search := results.get("search-lite-100k")) and search.get("serving_peak_rss_mb"):
+        row(
+            "search-lite-100k",
+            f"peak RSS serving search at {search['n']:,} vectors, embedded default",
+            f"{search['serving_peak_rss_mb']} MB, a fresh process answering in {search['serving_first_answer_s']} s",
+            f"the vectors as float32 alone {search['raw_vectors_mb']} MB",
+            times_as(search["raw_vectors_mb"] / search["serving_peak_rss_mb"], "less", "more"),
+            "",
+        )
     if upload := results.get("upload"):
         torch = {r["query_s"]: r["median_ms"] for r in upload["results"] if r["engine"] == "torch"}
         default = upload["results"][0]["engine"]  # the bench runs the CPU default first

@@ -247,13 +247,14 @@ class Mirror:
         shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
-    def load(cls, folder: Path, dim: int, token: str) -> Mirror | None:
+    def load(cls, folder: Path, token: str) -> Mirror | None:
         """The saved mirror if it is whole and carries ``token``; else None (the caller rebuilds)."""
         import faiss
 
         try:
             meta = json.loads((folder / "mirror.json").read_text())
-            if meta.get("token") != token or meta.get("dim") != dim:
+            dim = meta.get("dim")
+            if meta.get("token") != token or not isinstance(dim, int) or dim < 1:
                 return None
             rows = np.load(folder / "rows.npz")
             mirror = cls(dim, token)

@@ -123,7 +123,7 @@ class VectorStore:
 
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", name):
             raise ValueError(f"invalid collection name {name!r}")
-        if self._call(self.client.has_collection, name):
+        if self.has_collection(name):
             self._check_dim(name, dim)
             return
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -160,6 +160,8 @@ class VectorStore:
             self._loaded.add(name)
 
     def has_collection(self, name: str) -> bool:
+        if not self.is_server and self._held_mirror(name) is not None:
+            return True  # without asking Lite, which would read the whole collection (see _held_mirror)
         return bool(self._call(self.client.has_collection, name))
 
     def drop_collection(self, name: str) -> None:
@@ -198,14 +200,25 @@ class VectorStore:
         row = {"id": self._token_key(name), "token": token, "unused": [0.0, 0.0]}
         self._call(self.client.upsert, TOKENS, [row])
 
-    def _mirror(self, name: str) -> Mirror:
+    def _held_mirror(self, name: str) -> Mirror | None:
+        """The mirror this process holds, else the saved one if it carries Lite's token, else None.
+
+        A mirror Lite vouches for holds Lite's rows as they are, collection and dimension included, so a process
+        that has one never asks Lite about the collection: Lite answers the first question about a collection,
+        even whether it exists, by reading every stored vector into memory (measured at 100k: 7.3 s and 2.7 GB,
+        in a process that only searches)."""
         mirror = self._mirrors.get(name)
         if mirror is None:
-            dim = self._dim(name)
             token = self._token(name)
-            mirror = Mirror.load(self._mirror_folder(name), dim, token) if token else None
-            if mirror is None:
-                mirror = self._rebuild_mirror(name, dim, token)
+            mirror = Mirror.load(self._mirror_folder(name), token) if token else None
+            if mirror is not None:
+                self._mirrors[name] = mirror
+        return mirror
+
+    def _mirror(self, name: str) -> Mirror:
+        mirror = self._held_mirror(name)
+        if mirror is None:
+            mirror = self._rebuild_mirror(name, self._stored_dim(name), self._token(name))
             self._mirrors[name] = mirror
         return mirror
 
@@ -236,6 +249,9 @@ class VectorStore:
         return mirror
 
     def _dim(self, name: str) -> int:
+        return self._stored_dim(name) if self.is_server else self._mirror(name).dim
+
+    def _stored_dim(self, name: str) -> int:
         info = self._call(self.client.describe_collection, name)
         for field in info.get("fields", []):
             if field.get("name") == "vector":

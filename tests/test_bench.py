@@ -75,6 +75,7 @@ def test_search_bench_reports_latency_recall_and_throughput(quick_run):
     assert result["engine"] == "milvus-lite" and result["n"] == 2000 and 0.5 <= result["recall_at_10"] <= 1.0
     assert result["milvus_batch_queries_per_s"] > 0 and result["peak_rss_mb"] > result["raw_vectors_mb"]
     assert result["serving_peak_rss_mb"] > result["raw_vectors_mb"]  # a fresh reader process, measured
+    assert result["serving_first_answer_s"] > 0
 
 
 @pytest.mark.slow
@@ -130,11 +131,11 @@ def test_all_summarises_every_bench_as_figure_baseline_ratio_and_command(quick_r
     assert set(summary["wall_s"]) == {"ingest", "search-lite-100k", "search-server-100k", "upload", "long-file-2h"}
     figures = [row["figure"] for row in summary["rows"]]
     # One seed-loop row per Cnn14 engine, a pipeline row per model and engine, a row per search engine, the
-    # upload rows the default engine has a torch baseline for, and the long file.
+    # upload rows the default engine has a torch baseline for, the memory of serving search and of the long file.
     assert sum(figure.startswith("ingest, panns-cnn14") for figure in figures) == 1  # --quick: the default engine
     assert sum(figure.startswith("search p50") for figure in figures) == 2
     assert sum(figure.startswith("query by a") for figure in figures) == 2
-    assert sum(figure.startswith("peak RSS") for figure in figures) == 1
+    assert sum(figure.startswith("peak RSS") for figure in figures) == 2  # serving search, the long file
     assert all(
         row["baseline"] and row["ratio"] and row["command"].startswith(".venv/bin/python bench/")
         for row in summary["rows"]

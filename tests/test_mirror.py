@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from audiosim import mirror as mirror_module
+from audiosim.errors import VectorStoreUnavailable
 from audiosim.mirror import IVF_FROM, Mirror
 from audiosim.vectors import VectorStore
 
@@ -108,15 +109,15 @@ def test_saved_mirror_round_trips_and_refuses_another_token(tmp_path, monkeypatc
     m.upsert(np.arange(3000), np.arange(3000) // 5, np.zeros(3000), data)
     m.delete_ids([3, 4])
     m.save(tmp_path / "m")
-    back = Mirror.load(tmp_path / "m", 64, "t1")
-    assert back is not None and len(back) == 2998 and back.ivf is not None
+    back = Mirror.load(tmp_path / "m", "t1")
+    assert back is not None and back.dim == 64 and len(back) == 2998 and back.ivf is not None
     q = data[100]
     assert [h[0] for h in back.search(q, 5)[0]] == [h[0] for h in m.search(q, 5)[0]]
     assert np.allclose(back.vectors_of([7])[7], data[7], atol=1e-3)  # the index holds them, as float16
     assert not (tmp_path / "m" / "vectors.npy").exists()  # one copy of the vectors, on disk as in memory
-    assert Mirror.load(tmp_path / "m", 64, "t2") is None  # Lite moved on since: rebuild
+    assert Mirror.load(tmp_path / "m", "t2") is None  # Lite moved on since: rebuild
     (tmp_path / "m" / "ivf.faiss").write_bytes(b"torn")
-    assert Mirror.load(tmp_path / "m", 64, "t1") is None
+    assert Mirror.load(tmp_path / "m", "t1") is None
     assert IVF_FROM >= 10_000  # the real threshold is untouched by the patch above
 
 
@@ -157,6 +158,26 @@ def test_lite_store_saves_its_mirror_and_reopens_without_rebuilding_or_loading_l
     # beside each data file and in memory once loaded.
     assert again.client.list_indexes("c") == [] and not list(tmp_path.glob("v.db/**/*.idx"))
     again.close()
+
+
+def test_a_reader_served_by_its_saved_mirror_never_reads_the_vectors_from_milvus_lite(tmp_path):
+    # Lite reads every stored vector into memory the first time anything asks about a collection (2.7 GB at
+    # 100k): a process that only searches must not ask. Here Lite's copy is made unreadable after a clean close,
+    # so asking would fail.
+    data = clustered(500, dim=32)
+    written_in_its_own_process(tmp_path, data, rows=500)
+    kept = tmp_path / "v.db" / "collections" / "c"
+    spoiled = [f for f in kept.rglob("*") if f.is_file() and f.name != "schema.json"]
+    assert spoiled
+    for f in spoiled:
+        f.write_bytes(b"not what Milvus Lite wrote")
+    store = VectorStore(str(tmp_path / "v.db"))
+    store.ensure_collection("c", 32)  # as the service does before every search
+    assert store.search("c", data[7:8], 3)[0][0].vector_id == 7
+    assert np.allclose(store.vectors("c", [9])[9], data[9])
+    with pytest.raises(VectorStoreUnavailable):
+        store.ensure_collection("c", 64)  # the saved mirror still knows the collection's dimension
+    store.close()
 
 
 def test_a_process_killed_after_writing_leaves_a_mirror_that_is_rebuilt(tmp_path, caplog):
