@@ -249,7 +249,11 @@ class VectorStore:
         return mirror
 
     def _dim(self, name: str) -> int:
-        return self._stored_dim(name) if self.is_server else self._mirror(name).dim
+        # A mirror Lite vouches for knows the dimension (see _held_mirror); without one, ask Lite rather than
+        # rebuild the whole mirror for one number.
+        if not self.is_server and (mirror := self._held_mirror(name)) is not None:
+            return mirror.dim
+        return self._stored_dim(name)
 
     def _stored_dim(self, name: str) -> int:
         info = self._call(self.client.describe_collection, name)
