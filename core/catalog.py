@@ -16,13 +16,15 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from .errors import ClipNotFound
 
 READY, PENDING, DELETING = "ready", "pending", "deleting"
 SEGMENT_ID_BITS = 20  # vector_id = clip_id << 20 | seq: ids derived from the catalog, a million segments a clip
 MAX_SEGMENTS = 1 << SEGMENT_ID_BITS
+T = TypeVar("T")
 
 
 def vector_id(clip_id: int, seq: int) -> int:
@@ -163,6 +165,14 @@ class Catalog:
             self._commit()
         finally:
             self._depth = 0
+
+    @retried
+    def atomically(self, writes: Callable[[], T]) -> T:
+        """Run ``writes``, several catalog writes, as one transaction, and run them again whole when a concurrent
+        writer got in their way (a transaction's inner writes cannot retry alone). They must touch nothing but
+        the catalog, since a re-run repeats them."""
+        with self.transaction():
+            return writes()
 
     def __enter__(self):
         return self

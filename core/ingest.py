@@ -293,9 +293,11 @@ class Indexer:
         """Every clip pending in the catalog, then their vectors, then each clip ready: a crash in between leaves
         pending clips, which the next run redoes."""
         self._store_vectors(jobs)
-        with self.catalog.transaction():
-            for job in jobs:
-                self._finish(job.clip_id, job, report)
+        self.catalog.atomically(lambda: [self._finish(job) for job in jobs])
+        for job in jobs:
+            report.indexed.append(display_path(job.path))
+            report.segments += len(job.starts)
+            report.audio_s += job.info.get("duration_s") or 0.0
 
     def _write_long_clips(self, batch: _Batch) -> None:
         """Write the waiting vectors of each clip of this batch that goes on into later ones, once enough wait."""
@@ -311,11 +313,16 @@ class Indexer:
         new = [job for job in jobs if job.clip_id is None]
         if new:
             collection_id = self.catalog.collection().id
-            with self.catalog.transaction():  # one commit for the lot: each commit waits for the disk
-                for job in new:
-                    job.clip_id = self.catalog.begin_clip(
-                        display_path(job.path), job.key, os.fsencode(job.path), collection_id=collection_id
-                    )
+            begin = self.catalog.begin_clip
+            # One commit for the lot: each commit waits for the disk.
+            clip_ids = self.catalog.atomically(
+                lambda: [
+                    begin(display_path(job.path), job.key, os.fsencode(job.path), collection_id=collection_id)
+                    for job in new
+                ]
+            )
+            for job, clip_id in zip(new, clip_ids, strict=True):
+                job.clip_id = clip_id
             replaced = [job.clip_id for job in new if job.existing]
             if replaced:
                 self.store.delete_clips(self.collection, replaced)
@@ -328,7 +335,7 @@ class Indexer:
             job.written += len(job.vectors)
             job.vectors = []
 
-    def _finish(self, clip_id: int, job: _Job, report: IndexReport) -> None:
+    def _finish(self, job: _Job) -> None:
         fields = {
             "content_hash": job.content_hash,
             "size": job.size,
@@ -338,11 +345,8 @@ class Indexer:
             "channels": job.info.get("channels"),
             "format": job.info.get("format"),
         }
-        self.catalog.finish_clip(clip_id, job.starts, self._tags(job), **fields)
+        self.catalog.finish_clip(job.clip_id, job.starts, self._tags(job), **fields)
         self.catalog.clear_failure(job.key)
-        report.indexed.append(display_path(job.path))
-        report.segments += len(job.starts)
-        report.audio_s += fields["duration_s"] or 0.0
 
     def _tags(self, job: _Job) -> list[tuple[str, float]]:
         labels = self.embedder.labels

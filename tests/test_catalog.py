@@ -69,3 +69,46 @@ def test_writers_that_deadlock_both_finish(mysql_url):
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.mysql
+def test_a_group_of_writes_that_deadlocks_is_run_again_whole(mysql_url):
+    """The indexer begins and finishes each batch's clips in one transaction: losing a deadlock re-runs the lot."""
+    first, second = open_catalog(mysql_url), open_catalog(mysql_url)
+    try:
+        a = first.begin_clip("a.wav", "a.wav", b"a.wav")
+        b = first.begin_clip("b.wav", "b.wav", b"b.wav")
+        both_hold_one = threading.Barrier(2, timeout=30)
+        runs = {"first": 0, "second": 0}
+
+        def writes(catalog, name, mtime, rows):
+            def run():
+                runs[name] += 1
+                catalog._execute("UPDATE clips SET mtime = ? WHERE id = ?", [mtime, rows[0]])
+                if runs[name] == 1:
+                    both_hold_one.wait()  # then each wants the row the other holds
+                catalog._execute("UPDATE clips SET mtime = ? WHERE id = ?", [mtime, rows[1]])
+                return name
+
+            return run
+
+        errors = []
+
+        def run_first():
+            try:
+                first.atomically(writes(first, "first", 1.0, [a, b]))
+            except Exception as e:
+                errors.append(e)
+
+        racer = threading.Thread(target=run_first)
+        racer.start()
+        assert second.atomically(writes(second, "second", 2.0, [b, a])) == "second"
+        racer.join()
+        assert errors == []
+        assert sorted(runs.values()) == [1, 2]  # the deadlock's victim ran its writes again
+        # Whoever committed last wrote both rows: no half of the victim's first try survived.
+        last = 1.0 if runs["first"] == 2 else 2.0
+        assert first._execute("SELECT mtime FROM clips ORDER BY id") == ((last,), (last,))
+    finally:
+        first.close()
+        second.close()
