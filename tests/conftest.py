@@ -44,6 +44,17 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def port_bindable(port: int) -> bool:
+    """Whether ``milvus-server`` may take the port: it tries a bind without SO_REUSEADDR, which fails for up to a
+    minute after a server is killed (its closed connections linger in TIME_WAIT)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 # -- audio ------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
@@ -123,11 +134,13 @@ def milvus_server_binary() -> str | None:
     return found if os.path.exists(found) else None
 
 
-def wait_for_milvus(uri: str, seconds: float) -> None:
+def wait_for_milvus(uri: str, seconds: float, process: subprocess.Popen | None = None) -> None:
     from pymilvus import MilvusClient
 
     deadline = time.monotonic() + seconds
     while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"milvus-server exited with status {process.returncode} before it answered")
         try:
             client = MilvusClient(uri=uri, timeout=5)
             client.list_collections()
@@ -151,14 +164,18 @@ class MilvusServer:
         binary = milvus_server_binary()
         if binary is None:
             unavailable("milvus-server is not installed (pip install milvus)")
+        # Left to choose, the wrapper silently moves to the next port while 19530 is not yet free again.
+        deadline = time.monotonic() + 90
+        while not port_bindable(MILVUS_PORT) and time.monotonic() < deadline:
+            time.sleep(1)
         log = open(self.data_dir / "server.log", "ab")
         self.process = subprocess.Popen(
-            [binary, "--data", str(self.data_dir)],
+            [binary, "--data", str(self.data_dir), "--proxy-port", str(MILVUS_PORT)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for_milvus(self.uri, wait_s)
+        wait_for_milvus(self.uri, wait_s, self.process)
 
     def kill(self):
         # The server ignores SIGTERM and its wrapper never notices the child die: SIGKILL the whole group.
