@@ -6,7 +6,7 @@ the same run, the ratio, the target, the machine and the command that reproduces
     .venv/bin/python bench/all.py --quick --out-dir /tmp/bench                    # a pipeline check, not a measurement
 
 Runs, one after another (two cores: benchmarks side by side would slow each other): ingest.py (every model;
-Cnn14 on each CPU engine audiosim chooses between, against the seed loop), search.py at 100k on the embedded
+Cnn14 on the engine audiosim picks on this CPU and on int8, against the seed loop), search.py at 100k on the embedded
 default (and on --milvus), upload.py and long_file.py, all on a random-weight Cnn14 checkpoint (speed and memory
 do not depend on the weights). Each bench's JSON goes to --out-dir, with summary.json and summary.md (the table)
 beside them.
@@ -33,10 +33,13 @@ def steps(milvus: str | None) -> list[tuple[str, list[str]]]:
     """(result name, the bench's arguments) in the order they run."""
     from audiosim.embedders.panns import cpu_runtimes
 
-    # Cnn14 on the CPU engines audiosim chooses between. torch eager, the GPU's engine and never chosen on a CPU,
-    # is timed by upload.py in this run, and by ingest.py on its own (its pipeline and ceiling took 83 s of a
-    # 17-minute run on an EPYC Zen 4).
-    chosen = [runtime for runtime in cpu_runtimes() if runtime != "torch"]
+    # Cnn14 on the engine audiosim picks on this CPU (bfloat16 where the CPU has it, else ONNX float32) and on
+    # int8, the opt-in faster one. The engines it never picks here are timed by ingest.py on its own: torch eager,
+    # the GPU's engine, which upload.py also times in this run as its baseline (its pipeline and ceiling took 83 s
+    # of a 17-minute run on an EPYC Zen 4), and ONNX float32 beside bfloat16 (71 s of a 16.4-minute run there).
+    usable = cpu_runtimes()
+    default = next(runtime for runtime in ("bfloat16", "onnx", "torch") if runtime in usable)
+    chosen = [default] + ["int8"] * ("int8" in usable)
     planned = [
         ("ingest", ["ingest.py", "--panns-random", "--runtimes", *chosen]),
         ("search-lite-100k", ["search.py", "--n", "100000"]),

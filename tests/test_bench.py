@@ -114,13 +114,14 @@ def test_long_file_bench_measures_indexing_memory_against_the_seed_decode(quick_
     assert result["engine"] == default_engine_here()  # named as the ingest bench names it
 
 
-def test_all_times_cnn14_on_the_cpu_engines_audiosim_chooses_between(monkeypatch):
+def test_all_times_cnn14_on_the_engine_audiosim_picks_here_and_on_int8(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))  # bench/'s modules, for this test only
     from all import steps
 
     ingest = dict(steps(None))["ingest"]
     runtimes = ingest[ingest.index("--runtimes") + 1 :]
-    assert runtimes == ["bfloat16"] * bfloat16_available() + ["onnx", "int8"]  # torch eager: in upload.py
+    # torch eager is upload.py's baseline; ONNX float32 beside bfloat16 is left to ingest.py run alone.
+    assert runtimes == ["bfloat16" if bfloat16_available() else "onnx", "int8"]
 
 
 @pytest.mark.slow
