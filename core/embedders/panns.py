@@ -113,7 +113,8 @@ class PannsCnn14(Embedder):
 
 
 def cpu_runtimes() -> tuple[str, ...]:
-    """The engines that can run Cnn14 on this machine's CPU: what the benches compare."""
+    """The engines that can run Cnn14 on this machine's CPU, the one ``auto`` picks first: what the benches
+    compare."""
     from . import bfloat16, onnx_runtime
 
     onnx = onnx_runtime.available()
