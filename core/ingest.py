@@ -75,7 +75,7 @@ class _Job:
 class _Batch:
     windows: list  # (job, Window)
     finished: list  # jobs whose every window is in this batch or an earlier one
-    embedded: tuple | None = None  # (the windows embedded, the model's output), set by the embedding thread
+    embedded: tuple | None = None  # (the windows embedded, a future of the model's output), set by the embedding thread
 
 
 _DONE = object()
@@ -219,8 +219,9 @@ class Indexer:
 
     # -- embedding thread ----------------------------------------------------------------------
     def _embed_all(self, batches, embedded, stop):
-        """Embed each batch the reader made and pass it on: the model runs while the caller writes the last
-        batch's clips (torch and ONNX Runtime let go of the GIL while they compute)."""
+        """Hand each batch the reader made to the model and pass it on: the model runs while the caller writes the
+        last batch's clips (torch and ONNX Runtime let go of the GIL while they compute), on as many batches at
+        once as the engine has workers."""
         try:
             while not stop.is_set():
                 try:
@@ -239,14 +240,15 @@ class Indexer:
         live = [(job, w) for job, w in batch.windows if job.error is None]
         if not live:
             return
-        batch.embedded = live, self.embedder.embed([w.samples for _, w in live])
+        batch.embedded = live, self.embedder.submit([w.samples for _, w in live])
 
     # -- writer (calling) thread ---------------------------------------------------------------
     def _collect(self, batch: _Batch) -> None:
         """Hand a batch's vectors to their jobs, here in the writer thread, which alone writes and clears them."""
         if batch.embedded is None:
             return
-        live, out = batch.embedded
+        live, future = batch.embedded
+        out = future.result()
         for i, (job, window) in enumerate(live):
             job.starts.append((window.start_s, window.end_s))
             job.vectors.append(out.vectors[i])

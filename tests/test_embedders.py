@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from conftest import run_measuring_peak
 
 from audiosim import ModelMismatch, ModelNotAvailable, Settings
+from audiosim.decode import load
 from audiosim.embedders import loop_pad
 from audiosim.embedders.aisfx import AiSfx
 from audiosim.embedders.dsp import LogMelStats
@@ -377,6 +379,55 @@ def test_panns_indexing_stores_audioset_tags(panns_model_dir, tmp_path, sounds):
         assert len(tags) == 5 and all(tag in audioset_labels() for tag, _ in tags)
         assert [s for _, s in tags] == sorted((s for _, s in tags), reverse=True)
         assert sim.stats()["tags"] >= 5
+
+
+class RecordingCnn14(PannsCnn14):
+    """Cnn14 that notes, for each batch, the thread that ran it and how many cores its kernels had."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ran_on = []
+
+    def embed_batch(self, batch):
+        self.ran_on.append((threading.current_thread().name, torch.get_num_threads()))
+        return super().embed_batch(batch)
+
+
+def test_torch_on_a_cpu_runs_a_batch_a_core_on_its_workers_with_the_answers_of_one_at_a_time(panns_model_dir):
+    windows = [sound(kind, 2.0, seed=i) for i, kind in enumerate(KINDS)]
+    cores = torch.get_num_threads()
+    alone = RecordingCnn14(model_dir=panns_model_dir, batch_size=len(windows), runtime="torch")
+    want = alone.embed(windows)
+    assert alone.ran_on == [(threading.current_thread().name, cores)]  # one batch: here, on every core
+
+    spread = RecordingCnn14(model_dir=panns_model_dir, batch_size=2, runtime="torch")
+    assert spread.workers() == cores
+    got = spread.embed(windows)
+    assert torch.get_num_threads() == cores  # the caller's own setting is untouched
+    assert len(spread.ran_on) == 3
+    if cores > 1:
+        assert {name.startswith("audiosim-embed") for name, _ in spread.ran_on} == {True}
+        assert {threads for _, threads in spread.ran_on} == {1}
+    assert np.allclose(want.vectors, got.vectors, atol=1e-5)  # in the windows' order
+    assert np.allclose(want.class_scores, got.class_scores, atol=1e-5)
+    # ONNX Runtime spreads each batch over the cores itself.
+    assert PannsCnn14(model_dir=panns_model_dir, runtime="onnx").workers() == 1
+
+
+def test_an_index_run_on_the_workers_stores_each_window_its_own_vector(panns_model_dir, tmp_path, sounds):
+    settings = Settings(str(tmp_path / "c.db"), str(tmp_path / "v.db"), model_dir=panns_model_dir, runtime="torch")
+    with AudioSim(settings) as sim:
+        sim.embedder.batch_size = 2  # batches hold windows of two files, several at once on the workers
+        report = sim.index([sounds])
+        assert len(report.indexed) == 6 and report.ok
+        name = sim.collection().name
+        for clip in sim.catalog.clips_with_status("ready"):
+            segments = sim.catalog.segments(clip.id)
+            stored = sim.store.vectors(name, [vid for vid, _, _ in segments])
+            audio = load(clip.fs_path, 32000)
+            windows = [audio[round(start * 32000) : round(end * 32000)] for _, start, end in segments]
+            want = PannsCnn14(model_dir=panns_model_dir, runtime="torch").embed(windows).vectors
+            assert np.allclose(np.stack([stored[vid] for vid, _, _ in segments]), want, atol=1e-4)
 
 
 def test_panns_without_checkpoint_says_how_to_get_it(tmp_path):
