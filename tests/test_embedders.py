@@ -408,6 +408,13 @@ def test_torch_on_a_cpu_runs_a_batch_a_core_on_its_workers_with_the_answers_of_o
     if cores > 1:
         assert {name.startswith("audiosim-embed") for name, _ in spread.ran_on} == {True}
         assert {threads for _, threads in spread.ran_on} == {1}
+    # A thread that starts using torch afterwards still gets every core (torch.set_num_threads in the workers
+    # would have made 1 its default).
+    later = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [cores]
     assert np.allclose(want.vectors, got.vectors, atol=1e-5)  # in the windows' order
     assert np.allclose(want.class_scores, got.class_scores, atol=1e-5)
     # ONNX Runtime spreads each batch over the cores itself.

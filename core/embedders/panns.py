@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 
@@ -104,7 +105,7 @@ class PannsCnn14(Embedder):
         from .onnx_runtime import OnnxCnn14
 
         model = self.load()
-        if isinstance(model, OnnxCnn14) or _has_gpu():
+        if isinstance(model, OnnxCnn14) or _has_gpu() or _openmp_threads() is None:
             return 1
         import torch
 
@@ -113,7 +114,11 @@ class PannsCnn14(Embedder):
     def one_core(self) -> None:
         import torch
 
-        torch.set_num_threads(1)  # this thread's own setting (OpenMP's and MKL's are per thread), not the caller's
+        # torch sets a thread's OpenMP team size from its own default when the thread first uses it: have that
+        # happen now, then set this thread's alone. torch.set_num_threads(1) would also become the default of
+        # every thread that starts using torch afterwards (measured: the next index run on 1 core, twice as long).
+        torch.get_num_threads()
+        _openmp_threads()(1)
 
     def embed_batch(self, batch):
         from .bfloat16 import Bfloat16Cnn14
@@ -139,6 +144,22 @@ def cpu_runtimes() -> tuple[str, ...]:
     onnx = onnx_runtime.available()
     usable = {"bfloat16": bfloat16.available(), "onnx": onnx, "int8": onnx, "torch": True}
     return tuple(runtime for runtime, ok in usable.items() if ok)
+
+
+@functools.cache
+def _openmp_threads():
+    """OpenMP's ``omp_set_num_threads``, which sets the calling thread's own team size, where torch runs its
+    kernels on OpenMP (as its Linux builds do) and has it loaded globally; else None."""
+    import ctypes
+
+    import torch
+
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        return ctypes.CDLL(None).omp_set_num_threads
+    except (OSError, AttributeError):
+        return None
 
 
 def _has_gpu() -> bool:
