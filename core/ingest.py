@@ -1,11 +1,12 @@
 """Indexing: decide what each file needs, decode and embed it, then write vectors and catalog rows in crash-safe order.
 
 Three stages overlap: a reader thread stats, hashes and decodes files and cuts them into windows, packing
-windows of several small files into one batch; an embedding thread runs the model on each batch; the calling
-thread writes the finished clips, a batch's worth together. Writes go: the clips' catalog rows marked
-*pending* (one transaction) -> their old vectors deleted -> new vectors upserted (ids derived from the clip id)
--> segments, tags and *ready* (one transaction). A crash anywhere leaves pending clips (or none), which the
-next run re-does from scratch; upserts by derived id make the redo idempotent.
+windows of several small files into one batch; an embedding thread hands each batch to the model (on torch's CPU
+engines, to a worker per core, a batch each); the calling thread writes the finished clips, a batch's worth
+together, in the reader's order. Writes go: the clips' catalog rows marked *pending* (one transaction) -> their
+old vectors deleted -> new vectors upserted (ids derived from the clip id) -> segments, tags and *ready* (one
+transaction). A crash anywhere leaves pending clips (or none), which the next run re-does from scratch; upserts
+by derived id make the redo idempotent.
 
 A long recording is not held whole until its end: once ``LONG_CLIP_WRITE`` of its windows wait, its clip goes
 pending and they are upserted, and so on until its last batch finishes it. A crash in between leaves it pending
