@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -435,6 +436,26 @@ def test_an_index_run_on_the_workers_stores_each_window_its_own_vector(panns_mod
             windows = [audio[round(start * 32000) : round(end * 32000)] for _, start, end in segments]
             want = PannsCnn14(model_dir=panns_model_dir, runtime="torch").embed(windows).vectors
             assert np.allclose(np.stack([stored[vid] for vid, _, _ in segments]), want, atol=1e-4)
+
+
+class TwoWorkerLogMel(LogMelStats):
+    def workers(self) -> int:
+        return 2
+
+
+def test_a_forked_child_makes_workers_of_its_own(tmp_path):
+    embedder = TwoWorkerLogMel(batch_size=1)
+    windows = [sound(kind, 1.0, seed=i) for i, kind in enumerate(KINDS[:3])]
+    want = embedder.embed(windows).vectors  # the parent's workers exist now; a fork copies the pool, not its threads
+    out = tmp_path / "child.npy"
+    child = multiprocessing.get_context("fork").Process(target=lambda: np.save(out, embedder.embed(windows).vectors))
+    child.start()
+    child.join(30)
+    stuck = child.is_alive()
+    if stuck:
+        child.kill()
+    assert not stuck and child.exitcode == 0
+    assert np.allclose(np.load(out), want)
 
 
 def test_panns_without_checkpoint_says_how_to_get_it(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
 import threading
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class Embedder:
     engine: str = "numpy"  # what runs the model, for reports
     _pool: concurrent.futures.ThreadPoolExecutor | None = None  # the workers, made on first use
     _pool_lock = threading.Lock()
+    _pool_pid = 0  # the process that made the workers
 
     def __init__(self, model_dir: Path | None = None, batch_size: int = 16, runtime: str = "auto"):
         self.model_dir = Path(model_dir) if model_dir else Path.home() / "panns_data"
@@ -77,12 +79,15 @@ class Embedder:
         return done
 
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor | None:
+        if self._pool is not None and self._pool_pid != os.getpid():
+            self._pool = None  # a forked child: its parent's worker threads are not in it
         if self._pool is None and self.workers() > 1:
             with self._pool_lock:
                 if self._pool is None:
                     self._pool = concurrent.futures.ThreadPoolExecutor(
                         self.workers(), thread_name_prefix="audiosim-embed", initializer=self.one_core
                     )
+                    self._pool_pid = os.getpid()
         return self._pool
 
     def _embed_padded(self, windows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
