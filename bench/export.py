@@ -2,11 +2,12 @@
 FFT) against inside it (torchlibrosa's two 1024-sample convolutions, as the graph held them before), in float32
 and int8; and, in int8, blocks 5 and 6 convolved without their padding's zero columns (cnn14.ConvBlock), then
 the activations kept 8-bit between the convolutions (int8.QUANTIZED_OPS) instead of only the convolutions
-quantized. Where the CPU has bfloat16 instructions (AMX, AVX-512 BF16), the bfloat16 twin too: torch's eager
-convolutions, batch norm and ReLU apart (as it ran first), against the batch norms folded in and oneDNN's
-packed, fused convolutions for every block (as it ran next), then the last block's convolutions, which see 2 mel
-bins, as one matrix product each, and then block 5's second convolution as four of 256 outputs each
-(bfloat16.Bfloat16Cnn14).
+quantized. In float32 also torch on oneDNN's packed, fused convolutions (packed.PackedCnn14): every block but the
+last convolved, against block 5 as matrix products too (as audiosim runs it). Where the CPU has bfloat16
+instructions (AMX, AVX-512 BF16), the bfloat16 twin too: torch's eager convolutions, batch norm and ReLU apart (as
+it ran first), against the batch norms folded in and oneDNN's packed, fused convolutions for every block (as it
+ran next), then the last block's convolutions, which see 2 mel bins, as one matrix product each, and then block
+5's second convolution as four of 256 outputs each (as audiosim runs it).
 
     .venv/bin/python bench/export.py
     .venv/bin/python bench/export.py --quick
@@ -52,7 +53,7 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from audiosim.embedders import bfloat16, int8, onnx_runtime
+    from audiosim.embedders import int8, onnx_runtime, packed
     from audiosim.embedders.cnn14 import Cnn14
     from audiosim.synth import KINDS, sound
 
@@ -86,21 +87,28 @@ def main(argv=None):
             session = onnx_runtime._session(optimised)
             # The feed counts: it is where scipy computes the STFT.
             runs[precision, variant] = lambda b, session=session, feed=feed: session.run(None, feed(b))
-        if bfloat16.available():  # elsewhere torch's bfloat16 convolution is a slow reference loop
+        runs["float32", "torch, packed and fused, block 5 convolved"] = _twin_with(
+            packed, copy.deepcopy(model), {"MATRIX_BINS": {"float32": ()}}, "float32"
+        )
+        runs["float32", "the same, block 5 as matrix products (audiosim's float32 twin)"] = packed.PackedCnn14(
+            copy.deepcopy(model), "float32"
+        )
+        if packed.bfloat16_available():  # elsewhere torch's bfloat16 convolution is a slow reference loop
             runs["bfloat16", "eager: batch norm and ReLU apart"] = _eager_bfloat16(copy.deepcopy(model))
             # The twin as it ran before each later change. LAST_BLOCK_BINS None matches no block, so every block
             # is convolved; SPLIT_FROM_INPUTS above any convolution's inputs leaves each convolution whole.
             whole = {"SPLIT_FROM_INPUTS": float("inf")}
             every_block_convolved = {"LAST_BLOCK_BINS": None, **whole}
             runs["bfloat16", "folded, packed and fused, every convolution whole"] = _twin_with(
-                bfloat16, copy.deepcopy(model), every_block_convolved
+                packed, copy.deepcopy(model), every_block_convolved
             )
-            runs["bfloat16", "the same, last block one matrix product"] = _twin_with(
-                bfloat16, copy.deepcopy(model), whole
-            )
-            runs["bfloat16", "the same, block 5's second convolution in pieces (audiosim)"] = bfloat16.Bfloat16Cnn14(
+            last_block_product = _twin_with(packed, copy.deepcopy(model), whole)
+            runs["bfloat16", "the same, last block one matrix product"] = last_block_product
+            runs["bfloat16", "the same, block 5's second convolution in pieces (audiosim)"] = packed.PackedCnn14(
                 copy.deepcopy(model)
             )
+        precisions = ("float32", "int8", "bfloat16")  # each precision's rows together, its baseline first
+        runs = dict(sorted(runs.items(), key=lambda run: precisions.index(run[0][0])))
         times = {key: [] for key in runs}
         for run in runs.values():
             run(batch)  # warm-up
@@ -161,17 +169,17 @@ def _eager_bfloat16(model):
     return run
 
 
-def _twin_with(bfloat16, model, settings):
-    """The bfloat16 twin built with some of its module's settings changed for the length of the constructor, which
+def _twin_with(packed, model, settings, precision="bfloat16"):
+    """A packed twin built with some of its module's settings changed for the length of the constructor, which
     keeps bench-only switches out of its signature."""
-    saved = {name: getattr(bfloat16, name) for name in settings}
+    saved = {name: getattr(packed, name) for name in settings}
     for name, value in settings.items():
-        setattr(bfloat16, name, value)
+        setattr(packed, name, value)
     try:
-        return bfloat16.Bfloat16Cnn14(model)
+        return packed.PackedCnn14(model, precision)
     finally:
         for name, value in saved.items():
-            setattr(bfloat16, name, value)
+            setattr(packed, name, value)
 
 
 def _export_from_waveform(model) -> bytes:

@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import add_model_arguments, panns_model_dir  # noqa: E402
 from report import machine, report  # noqa: E402
 
+from audiosim.settings import RUNTIMES  # noqa: E402
+
 SR = 44_100
 PEAK_OF_CHILD = (
     "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
@@ -47,7 +49,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=int, default=120)
     add_model_arguments(parser)
-    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnx", "bfloat16", "int8"])
+    parser.add_argument("--runtime", default="auto", choices=RUNTIMES)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 DEFAULT_CATALOG = "audiosim.db"
-RUNTIMES = ("auto", "torch", "onnx", "bfloat16", "int8")  # engines for neural models; see embedders.panns
+RUNTIMES = ("auto", "torch", "onnx", "bfloat16", "float32", "int8")  # engines for neural models; see embedders.panns
 
 
 def default_milvus_for(catalog: str) -> str:

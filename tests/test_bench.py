@@ -9,15 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from audiosim.embedders.bfloat16 import available as bfloat16_available
+from audiosim.embedders.packed import bfloat16_available, float32_preferred
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-ENGINES = {"bfloat16": "torch-bfloat16", "onnx": "onnxruntime", "int8": "onnxruntime-int8", "torch": "torch"}
+ENGINES = {
+    "bfloat16": "torch-bfloat16",
+    "float32": "torch-float32",
+    "onnx": "onnxruntime",
+    "int8": "onnxruntime-int8",
+    "torch": "torch",
+}
 
 
 def default_engine_here() -> str:
     """The engine `auto` takes here, which is what --quick runs Cnn14 on: bfloat16 where the CPU has AMX or
-    AVX-512 BF16 (the tests' checkpoint passes its probe), else ONNX Runtime float32."""
+    AVX-512 BF16 (the tests' checkpoint passes its probe), the float32 twin where it has AVX-512 without them,
+    else ONNX Runtime float32."""
     from audiosim.embedders.panns import cpu_runtimes
 
     return ENGINES[cpu_runtimes()[0]]
@@ -120,8 +127,9 @@ def test_all_times_cnn14_on_the_engine_audiosim_picks_here_and_on_int8(monkeypat
 
     ingest = dict(steps(None))["ingest"]
     runtimes = ingest[ingest.index("--runtimes") + 1 :]
-    # torch eager is upload.py's baseline; ONNX float32 beside bfloat16 is left to ingest.py run alone.
-    assert runtimes == ["bfloat16" if bfloat16_available() else "onnx", "int8"]
+    # torch eager is upload.py's baseline; ONNX float32 beside a torch twin is left to ingest.py run alone.
+    default = "bfloat16" if bfloat16_available() else "float32" if float32_preferred() else "onnx"
+    assert runtimes == [default, "int8"]
 
 
 @pytest.mark.slow
@@ -157,9 +165,9 @@ def test_export_bench_times_each_export_choice_against_the_old_graph(tmp_path):
     result = run_bench("export.py", tmp_path=tmp_path)
     rows = [(r["precision"], r["variant"]) for r in result["results"]]
     bfloat16 = bfloat16_available()  # its twin is timed only where the CPU runs it in hardware
-    assert [precision for precision, _ in rows] == ["float32"] * 2 + ["int8"] * 4 + ["bfloat16"] * 4 * bfloat16
-    audiosim_s = [variant.endswith("(audiosim)") for _, variant in rows]
-    assert audiosim_s == [False, True, False, False, False, True] + [False, False, False, True] * bfloat16
+    assert [precision for precision, _ in rows] == ["float32"] * 4 + ["int8"] * 4 + ["bfloat16"] * 4 * bfloat16
+    audiosim_s = [variant.endswith(("(audiosim)", "(audiosim's float32 twin)")) for _, variant in rows]
+    assert audiosim_s == [False, True, False, True, False, False, False, True] + [False, False, False, True] * bfloat16
     assert all(r["best_ms"] > 0 and r["speedup_best"] > 0 for r in result["results"])
     baselines = [r["speedup_best"] for r in result["results"] if r["variant"].startswith(("STFT in", "eager"))]
     assert baselines == [1.0, 1.0] + [1.0] * bfloat16

@@ -301,7 +301,7 @@ async def test_the_model_engine_is_configurable_and_a_misspelt_one_is_refused(ca
         metadata = {"plugins": {"datasette-audiosim": runtime}}
         config = await load_config(Datasette([str(path)], metadata=metadata))
         assert config.settings.runtime == expected
-    with pytest.raises(ValueError, match="'fast' is not one of: auto, torch, onnx, bfloat16, int8"):
+    with pytest.raises(ValueError, match="'fast' is not one of: auto, torch, onnx, bfloat16, float32, int8"):
         await load_config(Datasette([str(path)], metadata={"plugins": {"datasette-audiosim": {"runtime": "fast"}}}))
 
 

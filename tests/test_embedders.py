@@ -260,50 +260,95 @@ def test_an_int8_graph_that_drifts_is_refused_and_not_kept(panns_model_dir, tmp_
 
 
 def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_bfloat16_instructions(panns_model_dir):
-    from audiosim.embedders import bfloat16
+    from audiosim.embedders import packed
 
     windows = [sound(kind, 2.0, seed=i) for i, kind in enumerate(KINDS)]
     want = PannsCnn14(model_dir=panns_model_dir, runtime="torch").embed(windows)
     # Built directly, the twin runs on any CPU (slowly without AMX or AVX-512 BF16): its answers are checked here.
-    twin = bfloat16.load_bfloat16_cnn14(load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename))
+    twin = packed.load_packed_cnn14(load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename), "bfloat16")
     assert twin is not None
-    assert twin.packed == bfloat16.available()  # oneDNN's packed, fused convolutions wherever they run fast
-    pieces = [len(weight) if isinstance(weight, tuple) else 1 for block in twin.blocks for weight, _ in block]
+    assert twin.packed == packed.bfloat16_available()  # oneDNN's packed, fused convolutions wherever they run fast
+    pieces = [len(weight) if isinstance(weight, tuple) else 1 for block in twin.blocks for _, weight, _ in block]
     assert pieces == [1] * 9 + [4 if twin.packed else 1] + [1] * 2  # block 5's second: 1,024 outputs in 4
     embeddings, scores = twin(np.stack(windows))
     got = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     assert (np.sum(want.vectors * got, axis=1) > 0.995).all()
-    assert np.abs(want.class_scores - scores).max() < bfloat16.AGREEMENT[1]
+    assert np.abs(want.class_scores - scores).max() < packed.AGREEMENT["bfloat16"][1]
     # The same nearest other sound for every sound: search sees the same neighbours.
     nearest = [np.argsort(-(v @ v.T), axis=1)[:, 1] for v in (want.vectors, got)]
     assert (nearest[0] == nearest[1]).all()
 
     auto = PannsCnn14(model_dir=panns_model_dir, runtime="auto")
-    if bfloat16.available():
+    if packed.bfloat16_available():
         assert auto.engine == "torch-bfloat16"
         assert PannsCnn14(model_dir=panns_model_dir, runtime="bfloat16").engine == "torch-bfloat16"
     else:
-        assert auto.engine == "onnxruntime"
+        assert auto.engine == ("torch-float32" if packed.float32_preferred() else "onnxruntime")
         with pytest.raises(ModelNotAvailable, match="amx_bf16 or avx512_bf16"):
             PannsCnn14(model_dir=panns_model_dir, runtime="bfloat16").load()
+
+
+def test_float32_twin_answers_as_torch_does_and_auto_takes_it_on_avx512_without_bfloat16(panns_model_dir):
+    from audiosim.embedders import packed
+
+    windows = [sound(kind, 2.0, seed=i) for i, kind in enumerate(KINDS)]
+    want = PannsCnn14(model_dir=panns_model_dir, runtime="torch").embed(windows)
+    embedder = PannsCnn14(model_dir=panns_model_dir, runtime="float32")  # asked for, it runs on any CPU
+    got = embedder.embed(windows)
+    assert embedder.engine == "torch-float32" and embedder.load().packed
+    how = [layer[0] for block in embedder.load().blocks for layer in block]
+    assert (
+        how
+        == [packed._convolve_packed_relu] * 8
+        + [packed._convolve_patches_relu] * 2
+        + [packed._convolve_two_bins_relu] * 2
+    )  # blocks 1-4 convolved, block 5 as patches, block 6 over its two bins
+    # float32 throughout: the same sums in another order (7.5e-5 apart at most, measured).
+    min_cosine, max_score_error = packed.AGREEMENT["float32"]
+    assert (np.sum(want.vectors * got.vectors, axis=1) > min_cosine).all()
+    assert np.abs(want.class_scores - got.class_scores).max() < max_score_error / 4
+
+    if not packed.bfloat16_available():
+        auto = PannsCnn14(model_dir=panns_model_dir, runtime="auto")
+        assert auto.engine == ("torch-float32" if packed.float32_preferred() else "onnxruntime")
+
+
+@pytest.mark.parametrize("frames, bins", [(1, 4), (2, 4), (12, 4), (7, 3), (31, 8)])
+def test_a_convolution_as_a_matrix_product_over_its_patches_is_the_3x3_convolution(frames, bins):
+    """The float32 twin runs block 5's convolutions as one matrix product over each output's 3x3 patch. It must
+    give the padded 3x3 convolution's sums, at any number of frames and bins."""
+    from audiosim.embedders import packed
+
+    generator = torch.Generator().manual_seed(frames * bins)
+    weight = torch.randn(24, 16, 3, 3, generator=generator)
+    bias = torch.randn(24, generator=generator)
+    x = torch.randn(3, 16, frames, bins, generator=generator)
+    want = torch.relu(F.conv2d(x, weight, bias, padding=1))
+    got = packed._convolve_patches_relu(
+        x.contiguous(memory_format=torch.channels_last), *packed._patch_matrix(weight, bias, torch.float32)
+    )
+    assert got.shape == want.shape
+    assert got.is_contiguous(memory_format=torch.channels_last)  # what the next convolution takes
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    assert (want > 0.5).any() and (want == 0).any()  # the check sees both sides of the ReLU
 
 
 @pytest.mark.parametrize("frames", [1, 2, 6, 31])
 def test_the_bfloat16_last_block_as_one_matrix_product_is_the_3x3_convolution(frames):
     """Cnn14's last block sees 2 mel bins; the twin runs its convolutions as one matrix product over the kernel
     taps that meet real input. It must give the padded 3x3 convolution's sums, at any number of frames."""
-    from audiosim.embedders import bfloat16
+    from audiosim.embedders import packed
 
     generator = torch.Generator().manual_seed(frames)
     weight = torch.randn(24, 16, 3, 3, generator=generator)
     bias = torch.randn(24, generator=generator)
-    x = torch.randn(3, 16, frames, bfloat16.LAST_BLOCK_BINS, generator=generator).to(torch.bfloat16)
+    x = torch.randn(3, 16, frames, packed.LAST_BLOCK_BINS, generator=generator).to(torch.bfloat16)
     # The reference sees the same bfloat16-rounded numbers, summed in float32.
     want = torch.relu(
         F.conv2d(x.float(), weight.to(torch.bfloat16).float(), bias.to(torch.bfloat16).float(), padding=1)
     )
-    got = bfloat16._convolve_two_bins_relu(
-        x.contiguous(memory_format=torch.channels_last), *bfloat16._two_bin_matrix(weight, bias)
+    got = packed._convolve_two_bins_relu(
+        x.contiguous(memory_format=torch.channels_last), *packed._two_bin_matrix(weight, bias, torch.bfloat16)
     )
     assert got.shape == want.shape
     assert got.is_contiguous(memory_format=torch.channels_last)  # what the head and the next product take
@@ -311,26 +356,29 @@ def test_the_bfloat16_last_block_as_one_matrix_product_is_the_3x3_convolution(fr
     assert (want > 0.5).any() and (want == 0).any()  # the check sees both sides of the ReLU
 
 
-def test_a_bfloat16_kernel_that_fails_leaves_auto_on_onnx_runtime(panns_model_dir, monkeypatch, caplog):
-    """The bfloat16 twin calls one of torch's private oneDNN kernels. Where it fails (another torch, a CPU oneDNN
-    refuses), auto must go on with ONNX Runtime and say why, and --runtime bfloat16 must say it cannot."""
+@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
+def test_a_packed_kernel_that_fails_leaves_auto_on_onnx_runtime(panns_model_dir, monkeypatch, caplog, precision):
+    """The packed twins call one of torch's private oneDNN kernels. Where it fails (another torch, a CPU oneDNN
+    refuses), auto must go on with ONNX Runtime and say why, and --runtime bfloat16 or float32 must say it
+    cannot."""
     import torch
 
-    from audiosim.embedders import bfloat16
+    from audiosim.embedders import packed
 
     def refused(*args):
         raise RuntimeError("could not create a primitive")
 
     monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", refused)
-    twin = bfloat16.load_bfloat16_cnn14(load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename))
-    if not bfloat16.available():  # the kernel is called only where the CPU has bfloat16 instructions
+    twin = packed.load_packed_cnn14(load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename), precision)
+    if precision == "bfloat16" and not packed.bfloat16_available():  # called only where the CPU runs it fast
         assert twin is not None and not twin.packed
-    else:
-        assert twin is None
-        assert "cannot run in bfloat16 here (RuntimeError: could not create a primitive)" in caplog.text
+        return
+    assert twin is None
+    assert f"cannot run in {precision} here (RuntimeError: could not create a primitive)" in caplog.text
+    if precision == "bfloat16" or packed.float32_preferred():  # where auto would have taken this twin
         assert PannsCnn14(model_dir=panns_model_dir, runtime="auto").engine == "onnxruntime"
-        with pytest.raises(ModelNotAvailable, match="cannot run in bfloat16"):
-            PannsCnn14(model_dir=panns_model_dir, runtime="bfloat16").load()
+    with pytest.raises(ModelNotAvailable, match=f"cannot run in {precision}"):
+        PannsCnn14(model_dir=panns_model_dir, runtime=precision).load()
 
 
 def test_a_twin_is_refused_when_its_answers_on_the_probe_drift():

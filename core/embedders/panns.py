@@ -12,7 +12,7 @@ from ..errors import ModelNotAvailable
 from ..hookspecs import hookimpl
 from ..labels import audioset_labels
 from ..weights import CHECKPOINTS
-from . import Embedder
+from . import Embedder, packed
 
 
 class PannsCnn14(Embedder):
@@ -45,30 +45,33 @@ class PannsCnn14(Embedder):
         return self._model
 
     def _fast_twin(self):
-        """On CPU, a twin runs Cnn14 faster than torch eager: bfloat16 where the CPU has AMX or AVX-512 BF16, else
-        ONNX Runtime (in int8 only when asked for). On a GPU torch stays."""
+        """On CPU, a twin runs Cnn14 faster than torch eager: bfloat16 where the CPU has AMX or AVX-512 BF16, float32
+        on oneDNN's packed kernels where it has AVX-512 without them, else ONNX Runtime (in int8 only when asked
+        for). On a GPU torch stays."""
         if self.runtime == "torch" or (self.runtime == "auto" and _has_gpu()):
             return None
         if self.runtime == "int8":
             return self._onnx_twin("int8")
         if self.runtime in ("auto", "bfloat16"):
-            twin = self._bfloat16_twin()
+            twin = self._packed_twin("bfloat16")
             if twin is not None or self.runtime == "bfloat16":
+                return twin
+        if self.runtime == "float32" or (self.runtime == "auto" and packed.float32_preferred()):
+            twin = self._packed_twin("float32")
+            if twin is not None or self.runtime == "float32":
                 return twin
         return self._onnx_twin()
 
-    def _bfloat16_twin(self):
-        from . import bfloat16
-
-        if not bfloat16.available():
+    def _packed_twin(self, precision):
+        if precision == "bfloat16" and not packed.bfloat16_available():
             if self.runtime == "bfloat16":
                 raise ModelNotAvailable(
                     "--runtime bfloat16 needs a CPU with AMX or AVX-512 BF16 (amx_bf16 or avx512_bf16 in /proc/cpuinfo)"
                 )
             return None
-        twin = bfloat16.load_bfloat16_cnn14(load_cnn14(self.checkpoint_path))
-        if twin is None and self.runtime == "bfloat16":
-            raise ModelNotAvailable("Cnn14 cannot run in bfloat16 on this checkpoint and CPU (see the log)")
+        twin = packed.load_packed_cnn14(load_cnn14(self.checkpoint_path), precision)
+        if twin is None and self.runtime == precision:
+            raise ModelNotAvailable(f"Cnn14 cannot run in {precision} on this checkpoint and CPU (see the log)")
         return twin
 
     def _onnx_twin(self, precision="float32"):
@@ -88,14 +91,14 @@ class PannsCnn14(Embedder):
 
     @property
     def engine(self) -> str:
-        """Which engine runs the model once loaded: "onnxruntime", "onnxruntime-int8", "torch-bfloat16" or "torch"."""
-        from .bfloat16 import Bfloat16Cnn14
+        """Which engine runs the model once loaded: "onnxruntime", "onnxruntime-int8", "torch-bfloat16",
+        "torch-float32" (oneDNN's packed kernels) or "torch" (the model's eager modules)."""
         from .onnx_runtime import OnnxCnn14
 
         model = self.load()
         if isinstance(model, OnnxCnn14):
             return "onnxruntime" if model.precision == "float32" else f"onnxruntime-{model.precision}"
-        return "torch-bfloat16" if isinstance(model, Bfloat16Cnn14) else "torch"
+        return f"torch-{model.precision}" if isinstance(model, packed.PackedCnn14) else "torch"
 
     def workers(self) -> int:
         """On a CPU, torch runs a batch a core: Cnn14 in bfloat16 took 4.6-4.8 s for 256 windows as two batches
@@ -121,12 +124,11 @@ class PannsCnn14(Embedder):
         _openmp_threads()(1)
 
     def embed_batch(self, batch):
-        from .bfloat16 import Bfloat16Cnn14
         from .onnx_runtime import OnnxCnn14
 
         model = self.load()
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if isinstance(model, (OnnxCnn14, Bfloat16Cnn14)):
+        if isinstance(model, (OnnxCnn14, packed.PackedCnn14)):
             return model(batch)
         import torch  # only here: the ONNX path runs without torch in memory (0.2 GB)
 
@@ -139,10 +141,16 @@ class PannsCnn14(Embedder):
 def cpu_runtimes() -> tuple[str, ...]:
     """The engines that can run Cnn14 on this machine's CPU, the one ``auto`` picks first: what the benches
     compare."""
-    from . import bfloat16, onnx_runtime
+    from . import onnx_runtime
 
     onnx = onnx_runtime.available()
-    usable = {"bfloat16": bfloat16.available(), "onnx": onnx, "int8": onnx, "torch": True}
+    usable = {
+        "bfloat16": packed.bfloat16_available(),
+        "float32": packed.float32_preferred(),  # elsewhere not auto's choice, and unmeasured
+        "onnx": onnx,
+        "int8": onnx,
+        "torch": True,
+    }
     return tuple(runtime for runtime, ok in usable.items() if ok)
 
 

@@ -1,0 +1,275 @@
+"""Cnn14 on oneDNN's packed, fused kernels, in bfloat16 or float32: torch's own engine for CPUs, run leaner than
+the model's eager modules.
+
+bfloat16, on CPUs with bfloat16 matrix instructions: AMX tiles (Intel Xeon since Sapphire Rapids) or AVX-512 BF16
+(AMD Zen 4, Intel Cooper Lake). A batch of 16 two-second windows on 2 cores, measured:
+
+    Xeon with AMX:        bfloat16 0.09 s (0.12 s with the last block convolved, 0.23-0.27 s before the fold and
+                          packing below), int8 0.17-0.19 s,
+                          ONNX Runtime float32 0.57 s (bench/export.py)
+    EPYC Zen 4, BF16:     bfloat16 0.30 s (0.31 s with block 5's second convolution whole, 0.37 s with the
+                          last block convolved too, 0.50-0.54 s before the fold and packing), int8 0.20 s,
+                          ONNX Runtime float32 0.71-0.75 s, torch 0.96 s
+
+Without either, torch falls back to a reference convolution, about 7 s a batch (EPYC Zen 3, AVX2).
+
+float32, on CPUs with AVX-512 but no bfloat16 instructions (Intel Skylake to Ice Lake Xeons): the same folding,
+packing and fusing, with no rounding beyond float32's. On a Xeon Cascade Lake it beat ONNX Runtime's float32,
+until then the default there (figures in bench/export.py's results).
+
+bench/ingest.py has the pipeline figures.
+
+The front end stays float32: the log of a quiet sound's power needs float32's range and mantissa. Its STFT is
+computed in numpy and scipy, as for ONNX Runtime (cnn14_stft.py), the log-mel and its batch norm in torch. The
+convolutions, their batch norms folded in, and the dense layers run on channels-last tensors, the layout oneDNN
+maps onto AMX and AVX-512.
+bfloat16 keeps 8 bits of mantissa, so embeddings move a little; each twin is used only when, on the probe batch,
+it keeps the checkpoint's own float32 answers within its precision's ``AGREEMENT``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..cpu import cpu_flags
+from ..memory import return_freed_memory
+from .cnn14_stft import HOP_SIZE, power_spectra
+from .probe import PROBE_SAMPLES, disagreement, reference
+
+log = logging.getLogger(__name__)
+
+# Per precision, the least embedding cosine and the most class-probability error a twin may show on the probe.
+# bfloat16, measured on the tests' random-weight Cnn14 with calibrated batch norms, 32 generated sounds: cosine
+# >= 0.9978 (mean 0.9992), class probabilities within 0.024 (mean 0.010). With the batch norms folded into the
+# bfloat16 weights the largest score error went from 0.017 to 0.024 (mean 0.0091 to 0.0098): rounding w * scale
+# instead of w. A random-weight model's probabilities sit near 0.5, where the sigmoid is steepest; the real
+# checkpoint's mostly sit near 0. float32 only sums in another order, and is held to ONNX Runtime's float32 bound:
+# measured, scores within 7.5e-5 of torch's on the tests' model, cosine above 0.99999.
+AGREEMENT = {"bfloat16": (0.995, 0.03), "float32": (0.99999, 1e-3)}
+
+# The shape oneDNN packs each convolution's weights for: a batch of two-second windows, as the indexer sends.
+WINDOW_FRAMES = PROBE_SAMPLES // HOP_SIZE + 1  # the probe's window is the indexer's: 2 s at 32 kHz
+PACKING_BATCH = 16
+TRIM_EVERY = 8  # batches between handing freed heap pages back (see __call__)
+
+
+def bfloat16_available() -> bool:
+    """Whether this CPU runs bfloat16 matrix products in hardware (AMX or AVX-512 BF16); elsewhere it is slower."""
+    flags = cpu_flags()
+    return {"amx_bf16", "amx_tile"} <= flags or "avx512_bf16" in flags
+
+
+def float32_preferred() -> bool:
+    """Whether ``auto`` should take the float32 twin: a CPU with AVX-512 but no bfloat16 instructions, where it
+    was measured faster than ONNX Runtime. On AVX2 alone it has not been measured, and ONNX Runtime stays."""
+    return "avx512f" in cpu_flags() and not bfloat16_available()
+
+
+class PackedCnn14:
+    """Callable on numpy input like the ONNX twin: batch (n, samples) -> (embeddings, class scores), float32.
+
+    Each convolution takes its batch norm folded into its weights and bias. Where oneDNN runs the precision fast,
+    its weights are packed once into oneDNN's blocked layout, and the ReLU runs inside the convolution (oneDNN's
+    fused convolution, the kernel torch.compile calls). torch's eager convolution re-packs the weights on every
+    call and runs batch norm and ReLU as separate passes over the activations. Measured on a Xeon with AMX, a
+    batch of 16 windows in bfloat16: 2.1 times faster per convolution, and batch norm and ReLU had taken a fifth
+    of the batch. The narrowest blocks run as matrix products instead (MATRIX_BINS)."""
+
+    def __init__(self, model, precision: str = "bfloat16"):
+        import torch
+
+        from .cnn14 import MEL_BINS, fold_batch_norm
+
+        self.model = model
+        self.precision = precision
+        self.dtype = getattr(torch, precision)
+        self.batches = 0  # run so far, for trimming the heap every TRIM_EVERY
+        fast = bfloat16_available() if precision == "bfloat16" else True
+        self.packed = fast and _fused_convolution_available()
+        self.blocks = []  # per block, its two convolutions: (how, weight, bias), as _convolve_relu takes them
+        frames, bins = WINDOW_FRAMES, MEL_BINS
+        with torch.no_grad():
+            for i in range(1, 7):
+                block = getattr(model, f"conv_block{i}")
+                layers = []
+                for conv, bn in ((block.conv1, block.bn1), (block.conv2, block.bn2)):
+                    weight, bias = fold_batch_norm(conv, bn)
+                    # Each float32 copy let go as soon as the next exists: block 6's weights are 151 MB in float32,
+                    # and holding them all until the end raised the load's peak by 0.16 GB.
+                    del conv.weight
+                    layers.append(self._layer(weight, bias, [PACKING_BATCH, conv.in_channels, frames, bins]))
+                self.blocks.append(layers)
+                delattr(model, f"conv_block{i}")  # its batch norms: folded in above
+                frames, bins = frames // 2, bins // 2
+        model.fc1.to(self.dtype)
+        model.fc_audioset.to(self.dtype)
+
+    def _layer(self, weight, bias, shape):
+        """One convolution's weights in the form it runs in: (how, weight, bias)."""
+        import torch
+
+        bins = shape[3]
+        if bins == LAST_BLOCK_BINS:
+            return (_convolve_two_bins_relu, *_two_bin_matrix(weight, bias, self.dtype))
+        if bins in MATRIX_BINS[self.precision]:
+            return (_convolve_patches_relu, *_patch_matrix(weight, bias, self.dtype))
+        weight = weight.to(dtype=self.dtype, memory_format=torch.channels_last)
+        bias = bias.to(self.dtype)
+        if not self.packed:
+            return _convolve_eager_relu, weight, bias
+        # The input's shape only guides the layout: any batch and length still run.
+        pieces = SPLIT_OUTPUTS.get(self.precision) if shape[1] >= SPLIT_FROM_INPUTS else None
+        if pieces:
+            return _convolve_pieces_relu, tuple(_packed(w, shape) for w in weight.split(pieces)), bias.split(pieces)
+        return _convolve_packed_relu, _packed(weight, shape), bias
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            x = self.model.log_mel(torch.from_numpy(power_spectra(batch)))
+            x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+            for i, layers in enumerate(self.blocks):
+                for how, weight, bias in layers:
+                    x = how(x, weight, bias)
+                if i < len(self.blocks) - 1:  # Cnn14 pools after every block but the last
+                    x = F.avg_pool2d(x, kernel_size=2)
+            embedding, scores = self.model.head(x)
+            out = embedding.float().numpy(), scores.float().numpy()
+        # torch's buffers for a batch are freed into the heap between the callers' long-lived outputs, and glibc
+        # keeps the holes: measured, 1.4 MB more resident per batch (+0.6 GB over a 2-hour file). Trimming is
+        # 0.1 ms, but the next batch then faults its buffers' pages in afresh: trimmed after every batch, a batch
+        # of 16 windows took 108-114 ms on a Xeon with AMX, 94-98 ms trimmed after every eighth, 98-100 never.
+        self.batches += 1
+        if self.batches % TRIM_EVERY == 0:
+            return_freed_memory()
+        return out
+
+
+def _convolve_eager_relu(x, weight, bias):
+    import torch.nn.functional as F
+
+    return F.relu_(F.conv2d(x, weight, bias, padding=1))
+
+
+def _convolve_packed_relu(x, weight, bias):
+    import torch
+
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
+
+
+def _convolve_pieces_relu(x, weights, biases):
+    """A wide convolution's output channels in pieces (SPLIT_OUTPUTS), joined."""
+    import torch
+
+    pieces = [_convolve_packed_relu(x, w, b) for w, b in zip(weights, biases, strict=True)]
+    return torch.cat(pieces, dim=1)
+
+
+# oneDNN blocks a convolution's weights by its own rule of thumb, and for block 5's second convolution (1,024
+# channels in and out, 12 frames by 4 bins a window) the AVX-512 BF16 kernel picks blocks of 16 output channels:
+# 48-52 ms for a batch of 16 windows on an EPYC Zen 4. The same weights as four convolutions of 256 outputs each
+# get blocks of 64 and take 28-30 ms, the same sums. Splitting no other convolution helped there. In float32 that
+# block runs as a matrix product instead (MATRIX_BINS).
+SPLIT_FROM_INPUTS, SPLIT_OUTPUTS = 1024, {"bfloat16": 256}
+
+
+def _packed(weight, shape):
+    """A convolution's weights packed once into oneDNN's blocked layout for inputs of ``shape``."""
+    import torch
+
+    return torch.ops.mkldnn._reorder_convolution_weight(weight, [1, 1], [1, 1], [1, 1], 1, shape)
+
+
+# The last block sees 2 mel bins (64 halved by five poolings), where a 3x3 convolution's outer kernel column of
+# each output bin meets only the zero padding. oneDNN's convolution spends as long on that shape as on one with
+# spatial room to spare: block 6 took 41 % of a batch of 16 windows (53 ms of 128 on a Xeon with AMX). As one
+# matrix product over the taps that meet real input, the same sums take 13-17 ms.
+LAST_BLOCK_BINS = 2
+
+# In float32, oneDNN's convolution also runs block 5 (4 bins, 12 frames a window) far below its speed elsewhere;
+# a matrix product over each output's 3x3 patch does the same sums faster. On a Xeon Cascade Lake, 16 windows:
+# the second convolution (1,024 channels in and out) 110-154 ms as a packed convolution, whole or in pieces of 64
+# to 512 outputs, 67 ms as a matrix product; the first 42-55 ms against 36. Block 4 (8 bins) went the other way,
+# 62 ms packed against 90.
+MATRIX_BINS = {"bfloat16": (), "float32": (4,)}
+
+
+def _patch_matrix(weight, bias, dtype):
+    """A 3x3 convolution's (out, in, 3, 3) weights as one matrix (out, 9 * in), columns in the order of the
+    patches _convolve_patches_relu makes (frame, bin, channel), and its bias."""
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).to(dtype).contiguous(), bias.to(dtype)
+
+
+def _convolve_patches_relu(x, matrix, bias):
+    """The 3x3 convolution (padding 1) and ReLU of a channels-last (batch, in, frames, bins) map, as one matrix
+    product over each output's patch: its 3 neighbouring frames by 3 neighbouring bins (zero beyond the edges)."""
+    import torch
+    import torch.nn.functional as F
+
+    batch, channels, frames, bins = x.shape
+    rows = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (batch, frames + 2, bins + 2, in)
+    taps = [rows[:, i : i + frames, j : j + bins] for i in range(3) for j in range(3)]
+    out = F.relu_(F.linear(torch.cat(taps, dim=3).reshape(batch * frames * bins, 9 * channels), matrix, bias))
+    return out.view(batch, frames, bins, -1).permute(0, 3, 1, 2)  # channels-last (batch, out, frames, bins)
+
+
+def _two_bin_matrix(weight, bias, dtype):
+    """A 3x3 convolution's (out, in, 3, 3) weights, for an input 2 bins wide, as one matrix (2 * out, 6 * in) and
+    bias: row block b holds output bin b's taps, columns in the order of the patches _convolve_two_bins_relu makes
+    (frame, bin, channel). Output bin 0 meets input bins 0 and 1 with kernel columns 1 and 2; output bin 1, with
+    columns 0 and 1."""
+    import torch
+
+    out, inputs = weight.shape[:2]
+    # Filled in place from views of the float32 weights: block 6's second convolution holds 151 MB of them, and
+    # gathering each bin's copy in float32 first, then joining them, raised the twin's load peak by 0.3 GB.
+    matrix = torch.empty(2, out, 3, 2, inputs, dtype=dtype)
+    for output_bin, columns in enumerate((slice(1, 3), slice(0, 2))):
+        matrix[output_bin].copy_(weight[:, :, :, columns].permute(0, 2, 3, 1))
+    return matrix.view(2 * out, 6 * inputs), torch.cat([bias, bias]).to(dtype)
+
+
+def _convolve_two_bins_relu(x, matrix, bias):
+    """The 3x3 convolution (padding 1) and ReLU of a channels-last (batch, in, frames, 2) map, as one matrix
+    product: each output frame's patch is its 3 neighbouring frames (zero beyond the ends) by 2 bins by in."""
+    import torch
+    import torch.nn.functional as F
+
+    batch, channels, frames, bins = x.shape
+    rows = F.pad(x.permute(0, 2, 3, 1), (0, 0, 0, 0, 1, 1))  # (batch, frames + 2, bins, in), one zero frame each end
+    patches = torch.cat([rows[:, k : k + frames] for k in range(3)], dim=2).reshape(batch * frames, 3 * bins * channels)
+    out = F.relu_(F.linear(patches, matrix, bias))
+    return out.view(batch, frames, bins, -1).permute(0, 3, 1, 2)  # channels-last (batch, out, frames, bins)
+
+
+def _fused_convolution_available() -> bool:
+    """Whether this torch has oneDNN's packed-weight convolution with a fused ReLU (torch.compile's CPU kernel)."""
+    import torch
+
+    ops = torch.ops.mkldnn
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(ops, "_reorder_convolution_weight")
+        and hasattr(ops, "_convolution_pointwise")
+    )
+
+
+def load_packed_cnn14(model, precision: str) -> PackedCnn14 | None:
+    """The ``precision`` twin of the float32 torch ``model`` (converted in place), or None with the reason logged
+    when it cannot run here or its answers on the probe drift further than ``AGREEMENT`` from the model's own."""
+    expected = reference(model)
+    try:
+        twin = PackedCnn14(model, precision)
+        return_freed_memory()  # the float32 weights the conversion replaced: in bfloat16, half the model's size
+        problem = disagreement(expected, twin, *AGREEMENT[precision])
+    except RuntimeError as e:  # oneDNN refusing a kernel, or a torch whose private kernel has changed
+        log.warning("Cnn14 cannot run in %s here (%s: %s); not using it", precision, type(e).__name__, e)
+        return None
+    if problem:
+        log.warning("Cnn14 in %s is too far from float32 on this checkpoint (%s); not using it", precision, problem)
+        return None
+    return twin
