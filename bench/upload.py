@@ -5,8 +5,9 @@
 
 The catalog holds --clips generated sounds indexed with the same model. Each query length is timed --repeats
 times through ``AudioSim.search_file`` (what the Datasette upload route and ``audiosim search`` call), on each
-Cnn14 engine in the same run: bfloat16 (the CPU default where the CPU has AMX or AVX-512 BF16) and ONNX Runtime
-(the default elsewhere) and int8 against torch eager; --quick, the CPU default against torch eager.
+Cnn14 engine in the same run: bfloat16 (the CPU default where the CPU has AMX or AVX-512 BF16), float32 on
+oneDNN's packed kernels (the default where it has AVX-512 without them), ONNX Runtime (the default elsewhere) and
+int8 against torch eager; --quick, the CPU default against torch eager.
 """
 
 from __future__ import annotations
