@@ -291,10 +291,12 @@ def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_
 def test_float32_twin_answers_as_torch_does_and_auto_takes_it_on_avx512_without_bfloat16(panns_model_dir):
     from audiosim.embedders import packed
 
-    windows = [sound(kind, 2.0, seed=i) for i, kind in enumerate(KINDS)]
+    # More windows than it runs at once: each part's answers must come back in their windows' places.
+    windows = [sound(KINDS[i % len(KINDS)], 2.0, seed=i) for i in range(packed.WINDOWS_AT_ONCE["float32"] + 3)]
     want = PannsCnn14(model_dir=panns_model_dir, runtime="torch").embed(windows)
     embedder = PannsCnn14(model_dir=panns_model_dir, runtime="float32")  # asked for, it runs on any CPU
     got = embedder.embed(windows)
+    assert len(got.vectors) == len(windows)
     assert embedder.engine == "torch-float32" and embedder.load().packed
     how = [layer[0] for block in embedder.load().blocks for layer in block]
     assert (
