@@ -36,7 +36,7 @@ class Embedder:
     def __init__(self, model_dir: Path | None = None, batch_size: int = 16, runtime: str = "auto"):
         self.model_dir = Path(model_dir) if model_dir else Path.home() / "panns_data"
         self.batch_size = batch_size
-        self.runtime = runtime  # "auto", "torch", "onnx", "bfloat16" or "int8": which engine runs a neural model
+        self.runtime = runtime  # one of settings.RUNTIMES: which engine runs a neural model
 
     def unavailable_reason(self) -> str | None:
         """None when the embedder can run here, else what is missing and how to get it."""
