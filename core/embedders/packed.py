@@ -91,10 +91,10 @@ class PackedCnn14:
         self.model = model
         self.precision = precision
         self.dtype = getattr(torch, precision)
-        self.batches = 0  # run so far, for trimming the heap every TRIM_EVERY
+        self.batches = 0  # network runs so far (a part of WINDOWS_AT_ONCE counts as one), for TRIM_EVERY
         fast = bfloat16_available() if precision == "bfloat16" else True
         self.packed = fast and _fused_convolution_available()
-        self.blocks = []  # per block, its two convolutions: (how, weight, bias), as _convolve_relu takes them
+        self.blocks = []  # per block, its two convolutions: (how, weight, bias), run as how(x, weight, bias)
         frames, bins = WINDOW_FRAMES, MEL_BINS
         with torch.no_grad():
             for i in range(1, 7):
@@ -205,7 +205,7 @@ LAST_BLOCK_BINS = 2
 # In float32, oneDNN's convolution also runs block 5 (4 bins, 12 frames a window) far below its speed elsewhere;
 # a matrix product over each output's 3x3 patch does the same sums faster. On a Xeon Cascade Lake, 16 windows:
 # the second convolution (1,024 channels in and out) 110-154 ms as a packed convolution, whole or in pieces of 64
-# to 512 outputs, 67 ms as a matrix product; the first 42-55 ms against 36. Block 4 (8 bins) went the other way,
+# to 512 outputs, 67 ms as a matrix product; the first 42-56 ms against 36. Block 4 (8 bins) went the other way,
 # 62 ms packed against 90.
 MATRIX_BINS = {"bfloat16": (), "float32": (4,)}
 
