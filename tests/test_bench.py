@@ -67,6 +67,8 @@ def test_ingest_bench_measures_every_model_against_its_ceiling_and_the_seed_loop
     engines = {(r["model"], r["engine"]) for r in result["results"]}
     assert {("panns-cnn14", default_engine_here()), ("dsp-logmel", "numpy")} <= engines  # --quick: the default
     assert all(r["clips"] == 6 and r["pipeline_over_ceiling"] > 0 for r in result["results"])
+    # The CPU each spent, which is what bounds the ratio where the model keeps every core busy.
+    assert all(r["pipeline_cpu_s"] > 0 and r["ceiling_cpu_s"] > 0 for r in result["results"])
     # Realtime factors count the audio as decoded, which must be the corpus as generated.
     assert all(
         abs(r["audio_s"] - result["corpus_audio_s"]) < 0.03 * result["corpus_audio_s"] for r in result["results"]
