@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .blas import on_calling_thread
 from .memory import return_freed_memory
 
 IVF_FROM = 20_000  # below this many rows exact search is as fast as an ANN index, and always right
@@ -188,14 +189,16 @@ class Mirror:
             return np.zeros((len(queries), 0)), np.zeros((len(queries), 0), np.int64)
         if self.ivf is not None and count >= self.size // 8:
             return self._scan_every_list(queries, min(limit, count), None if count == len(self) else candidates)
-        if count < self.size // 8:  # a small subset: gather it (the copy is cheaper than scoring every row)
-            rows = np.flatnonzero(candidates)
-            scores = queries @ self._vectors_at(rows).T
-        else:  # score every row in place (no copy of the matrix), then rule out the others
-            rows = None
-            scores = queries @ self.vectors[: self.size].T
-            if count < self.size:
-                scores[:, ~candidates] = -np.inf
+        # On the calling thread: BLAS's spinning workers slowed the model's next batch by half (core/blas.py).
+        with on_calling_thread():
+            if count < self.size // 8:  # a small subset: gather it (the copy is cheaper than scoring every row)
+                rows = np.flatnonzero(candidates)
+                scores = queries @ self._vectors_at(rows).T
+            else:  # score every row in place (no copy of the matrix), then rule out the others
+                rows = None
+                scores = queries @ self.vectors[: self.size].T
+        if rows is None and count < self.size:
+            scores[:, ~candidates] = -np.inf
         k = min(limit, count)
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(scores, top, axis=1)

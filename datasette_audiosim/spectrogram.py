@@ -7,6 +7,7 @@ import zlib
 
 import numpy as np
 
+from audiosim.blas import on_calling_thread
 from audiosim.decode import load
 from audiosim.embedders.features import mel_filterbank, power_spectrogram
 
@@ -22,7 +23,8 @@ def spectrogram_png(path: str, width: int = 240, height: int = BANDS) -> bytes:
     """The first 30 s of a file as a ``width`` x ``height`` mel spectrogram, low frequencies at the bottom."""
     audio = load(path, RATE, max_s=SECONDS)
     hop = max(1, len(audio) // width) if len(audio) > N_FFT else N_FFT // 4
-    mel = power_spectrogram(audio[None, :], N_FFT, hop)[0] @ mel_filterbank(RATE, N_FFT, height, 30.0, 8000.0).T
+    with on_calling_thread():  # between searches: BLAS's spinning workers would slow the next query's model
+        mel = power_spectrogram(audio[None, :], N_FFT, hop)[0] @ mel_filterbank(RATE, N_FFT, height, 30.0, 8000.0).T
     db = 10 * np.log10(mel + 1e-10)
     db = np.clip((db - (db.max() - 80.0)) / 80.0, 0.0, 1.0)  # 80 dB of range below the loudest cell
     columns = np.linspace(0, len(db) - 1, width).round().astype(int)
