@@ -174,6 +174,9 @@ def _session(graph: str | bytes, threads: int | None = None, optimised_to: str |
     options = onnxruntime.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    # Its threads otherwise spin after each run, on the cores the indexer's reader and writer need. Measured on an
+    # EPYC Zen 5, int8: an index run 1.78-1.87 s against 2.02-2.06 s, the model alone 1.55-1.60 s against 1.65-1.67.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(graph, str) and not optimised_to:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     if optimised_to:
