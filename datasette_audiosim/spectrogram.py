@@ -7,9 +7,8 @@ import zlib
 
 import numpy as np
 
-from audiosim.blas import on_calling_thread
 from audiosim.decode import load
-from audiosim.embedders.features import mel_filterbank, power_spectrogram
+from audiosim.embedders.features import mel_filterbank, mel_spectrogram
 
 RATE, N_FFT, BANDS, SECONDS = 16000, 512, 48, 30.0
 # A short dark-blue -> teal -> yellow ramp (viridis-like), interpolated to 256 colours.
@@ -23,8 +22,7 @@ def spectrogram_png(path: str, width: int = 240, height: int = BANDS) -> bytes:
     """The first 30 s of a file as a ``width`` x ``height`` mel spectrogram, low frequencies at the bottom."""
     audio = load(path, RATE, max_s=SECONDS)
     hop = max(1, len(audio) // width) if len(audio) > N_FFT else N_FFT // 4
-    with on_calling_thread():  # between searches: BLAS's spinning workers would slow the next query's model
-        mel = power_spectrogram(audio[None, :], N_FFT, hop)[0] @ mel_filterbank(RATE, N_FFT, height, 30.0, 8000.0).T
+    mel = mel_spectrogram(audio[None, :], N_FFT, hop, mel_filterbank(RATE, N_FFT, height, 30.0, 8000.0))[0]
     db = 10 * np.log10(mel + 1e-10)
     db = np.clip((db - (db.max() - 80.0)) / 80.0, 0.0, 1.0)  # 80 dB of range below the loudest cell
     columns = np.linspace(0, len(db) - 1, width).round().astype(int)

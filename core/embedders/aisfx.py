@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..blas import on_calling_thread
 from ..errors import ModelNotAvailable
 from ..hookspecs import hookimpl
 from . import Embedder
-from .features import mel_filterbank, power_spectrogram
+from .features import mel_filterbank, mel_spectrogram
 
 N_FFT, HOP, MELS, FRAMES = 2048, 1024, 96, 100
 LOG_MAX = 9.457798957824707  # the spectrogram maximum over aiSFX's training sets: its published normalisation
@@ -49,9 +48,7 @@ class AiSfx(Embedder):
     def spectrogram(self, batch: np.ndarray) -> np.ndarray:
         peak = np.abs(batch).max(axis=1, keepdims=True)
         batch = batch / np.where(peak > 0, peak, 1.0)
-        # BLAS's spinning workers slowed the network after it: an ingest took 4.8-5.0 s, on the calling thread 4.0.
-        with on_calling_thread():
-            mel = power_spectrogram(batch, N_FFT, HOP) @ self._filters.T
+        mel = mel_spectrogram(batch, N_FFT, HOP, self._filters)
         return (np.log10(mel * 10000.0 + 1.0) / LOG_MAX).astype(np.float32)  # (batch, frames, mels)
 
     def embed_batch(self, batch):
