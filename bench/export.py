@@ -1,13 +1,14 @@
-"""What each choice in audiosim's ONNX export buys, timed in one process: Cnn14's STFT before the graph (scipy's
-FFT) against inside it (torchlibrosa's two 1024-sample convolutions, as the graph held them before), in float32
-and int8; and, in int8, blocks 5 and 6 convolved without their padding's zero columns (cnn14.ConvBlock), then
-the activations kept 8-bit between the convolutions (int8.QUANTIZED_OPS) instead of only the convolutions
-quantized. In float32 also torch on oneDNN's packed, fused convolutions (packed.PackedCnn14): every block but the
-last convolved, against block 5 as matrix products too (as audiosim runs it). Where the CPU has bfloat16
-instructions (AMX, AVX-512 BF16), the bfloat16 twin too: torch's eager convolutions, batch norm and ReLU apart (as
-it ran first), against the batch norms folded in and oneDNN's packed, fused convolutions for every block (as it
-ran next), then the last block's convolutions, which see 2 mel bins, as one matrix product each, and then block
-5's second convolution as four of 256 outputs each (as audiosim runs it).
+"""What each choice in audiosim's ONNX export buys, timed in one process: Cnn14's STFT before the graph (scipy's FFT)
+against inside it (torchlibrosa's two 1024-sample convolutions, as the graph held them before), in float32 and
+int8; and, in int8, blocks 5 and 6 convolved without their padding's zero columns (cnn14.ConvBlock), then the
+activations kept 8-bit between the convolutions (int8.QUANTIZED_OPS) instead of only the convolutions quantized,
+then each 2x2 average pool as a depthwise convolution (onnx_runtime.INT8_BLOCKS). In float32 also torch on oneDNN's
+packed, fused convolutions (packed.PackedCnn14): every block but the last convolved, against block 5 as matrix
+products too (as audiosim runs it). Where the CPU has bfloat16 instructions (AMX, AVX-512 BF16), the bfloat16 twin
+too: torch's eager convolutions, batch norm and ReLU apart (as it ran first), against the batch norms folded in and
+oneDNN's packed, fused convolutions for every block (as it ran next), then the last block's convolutions, which see
+2 mel bins, as one matrix product each, and then block 5's second convolution as four of 256 outputs each (as
+audiosim runs it).
 
     .venv/bin/python bench/export.py
     .venv/bin/python bench/export.py --quick
@@ -62,8 +63,10 @@ def main(argv=None):
     batch = np.stack([sound(KINDS[i % len(KINDS)], 2.0, seed=i) for i in range(args.batch)]).astype(np.float32)
     from_waveform, from_power = _export_from_waveform(model), _export_from_power(model, onnx_runtime)
     waveform = lambda b: {"waveform": b}  # noqa: E731
-    with onnx_runtime._narrow_convolutions_unpadded(model):
+    with onnx_runtime._blocks_shaped(model, onnx_runtime.NARROW_CONVOLUTIONS_UNPADDED):
         unpadded = _export_from_power(model, onnx_runtime)
+    with onnx_runtime._blocks_shaped(model, onnx_runtime.INT8_BLOCKS):
+        pooled_by_convolution = _export_from_power(model, onnx_runtime)
     power = onnx_runtime.graph_input
     convolutions = ("Conv",)
     variants = [  # (precision, variant, plain graph, its feed, what else stays float32, ops quantized)
@@ -72,7 +75,15 @@ def main(argv=None):
         ("int8", "STFT in the graph", from_waveform, waveform, STFT_CONVOLUTIONS, convolutions),
         ("int8", "STFT before the graph", from_power, power, (), convolutions),
         ("int8", "STFT before, narrow convolutions unpadded", unpadded, power, (), convolutions),
-        ("int8", "the same, activations 8-bit throughout (audiosim)", unpadded, power, (), int8.QUANTIZED_OPS),
+        ("int8", "the same, activations 8-bit throughout", unpadded, power, (), int8.QUANTIZED_OPS),
+        (
+            "int8",
+            "the same, pools as depthwise convolutions (audiosim)",
+            pooled_by_convolution,
+            power,
+            (),
+            int8.QUANTIZED_OPS,
+        ),
     ]
     runs = {}  # (precision, variant) -> a batch's run
     with tempfile.TemporaryDirectory() as scratch:

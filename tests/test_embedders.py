@@ -112,8 +112,9 @@ def test_onnx_runtime_reproduces_torch_and_caches_its_export(panns_model_dir, tm
     assert not [n for n in graph.node if "spectrogram_extractor" in n.name]
 
 
-def test_narrow_convolutions_without_their_padding_compute_the_same_cnn14(panns_model_dir):
-    """What the int8 export does in blocks 5 and 6 (4 and 2 mel bins): the same sums without the zero columns."""
+def test_the_int8_exports_blocks_compute_the_same_cnn14(panns_model_dir):
+    """What the int8 export does in blocks 5 and 6 (4 and 2 mel bins): the same sums without the zero columns;
+    and in every block's pool: the same averages as a depthwise convolution."""
     from audiosim.embedders import onnx_runtime
 
     model = load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename)
@@ -125,13 +126,15 @@ def test_narrow_convolutions_without_their_padding_compute_the_same_cnn14(panns_
     with torch.no_grad():
         want = model(batch)
         called_whole, whole[:] = list(whole), []
-        with onnx_runtime._narrow_convolutions_unpadded(model):
+        with onnx_runtime._blocks_shaped(model, onnx_runtime.INT8_BLOCKS):
             got = model(batch)
     for w, g in zip(want, got, strict=True):  # float reassociation apart: the batch norms are folded differently
         assert (w - g).abs().max() <= 1e-5 * w.abs().max()
     # Blocks 5 and 6 really were convolved in parts, and only they.
     assert len(called_whole) == 12 and sorted(set(whole)) == [f"conv_block{i}" for i in range(1, 5)]
     assert len(whole) == 8
+    blocks = [module for name, module in model.named_children() if name.startswith("conv_block")]
+    assert len(blocks) == 6 and not any(block.unpadded_up_to or block.pool_by_convolution for block in blocks)
 
 
 @pytest.mark.parametrize("samples", [64000, 32017, 600])
@@ -237,8 +240,9 @@ def test_int8_fuses_every_quantized_convolution_and_keeps_the_quantizer_quiet(tm
         int, done.stdout.split()
     )
     # Cnn14 has 12 convolutions (the STFT is computed outside the graph); blocks 5 and 6, convolved without their
-    # padding, have 3 and 2 parts each: 18 in the graph. Every batch norm but the log-mel's is folded into them.
-    assert (fused, left_float32, root_handlers, batch_norms) == (18 - kept_float32, kept_float32, 0, 1)
+    # padding, have 3 and 2 parts each: 18 in the graph, and 5 more that pool. Every batch norm but the log-mel's is
+    # folded into them.
+    assert (fused, left_float32, root_handlers, batch_norms) == (23 - kept_float32, kept_float32, 0, 1)
     # Between the convolutions nothing runs in float32: the activations go back to it once, after block 6.
     assert (float_between, back_to_float) == (0, 1)
     assert "WARNING" not in done.stderr and "bias" not in done.stderr
