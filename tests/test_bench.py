@@ -167,9 +167,9 @@ def test_export_bench_times_each_export_choice_against_the_old_graph(tmp_path):
     result = run_bench("export.py", tmp_path=tmp_path)
     rows = [(r["precision"], r["variant"]) for r in result["results"]]
     bfloat16 = bfloat16_available()  # its twin is timed only where the CPU runs it in hardware
-    assert [precision for precision, _ in rows] == ["float32"] * 4 + ["int8"] * 5 + ["bfloat16"] * 4 * bfloat16
+    assert [precision for precision, _ in rows] == ["float32"] * 4 + ["int8"] * 6 + ["bfloat16"] * 4 * bfloat16
     audiosim_s = [variant.endswith(("(audiosim)", "(audiosim's float32 twin)")) for _, variant in rows]
-    assert audiosim_s == [False, True, False, True] + [False] * 4 + [True] + [False, False, False, True] * bfloat16
+    assert audiosim_s == [False, True, False, True] + [False] * 5 + [True] + [False, False, False, True] * bfloat16
     assert all(r["best_ms"] > 0 and r["speedup_best"] > 0 for r in result["results"])
     baselines = [r["speedup_best"] for r in result["results"] if r["variant"].startswith(("STFT in", "eager"))]
     assert baselines == [1.0, 1.0] + [1.0] * bfloat16
