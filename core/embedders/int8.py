@@ -1,5 +1,5 @@
 """Cnn14's convolutions in 8-bit integers, through ONNX Runtime: measured on this project's 2-core machines, a
-batch of 16 two-second windows takes 0.25 s against 0.74 s in float32 on an EPYC Zen 4 (AVX-512 VNNI, which
+batch of 16 two-second windows takes 0.17 s against 0.71 s in float32 on an EPYC Zen 4 (AVX-512 VNNI, which
 multiplies 8-bit integers directly), and 0.53 s against 1.02 s on an EPYC Zen 3 (AVX2; bench/export.py).
 bench/ingest.py has the pipeline figures.
 
