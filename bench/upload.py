@@ -1,13 +1,16 @@
 """Query by upload, end to end: decode -> embed -> search -> catalog lookup, for 1 s, 10 s and 60 s clips.
 
     .venv/bin/python bench/upload.py --panns-random          # Cnn14 with a random-weight checkpoint
+    .venv/bin/python bench/upload.py --panns-random --hop 2 --runtimes onnx torch   # a catalog indexed --hop 2
     .venv/bin/python bench/upload.py --quick
 
 The catalog holds --clips generated sounds indexed with the same model. Each query length is timed --repeats
 times through ``AudioSim.search_file`` (what the Datasette upload route and ``audiosim search`` call), on each
 Cnn14 engine in the same run: bfloat16 (the CPU default where the CPU has AMX or AVX-512 BF16), float32 on
 oneDNN's packed kernels (the default where it has AVX-512 without them), ONNX Runtime (the default elsewhere) and
-int8 against torch eager; --quick, the CPU default against torch eager.
+int8 against torch eager; --quick, the CPU default against torch eager. A query is cut into windows at its
+catalog's hop, so --hop (audiosim index --hop) sets how many windows a query runs through the model: 9 for 10 s at
+the default 1 s, 5 at 2 s.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def main(argv=None):
     parser.add_argument("--clips", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
     add_model_arguments(parser)
+    parser.add_argument("--runtimes", nargs="*", help="Cnn14's engines to time (default: every one this CPU runs)")
+    parser.add_argument("--hop", type=float, help="seconds between the catalog's windows (default: 1)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -54,8 +59,8 @@ def main(argv=None):
             write(queries[seconds], sound("chirp", seconds, seed=7, sr=CORPUS_RATE), CORPUS_RATE, format="MP3")
         catalog = str(tmp / "catalog.db")
         # --quick checks the steps: the CPU default and its torch baseline, without int8's one-time quantization.
-        for runtime in ("auto", "torch") if args.quick else cpu_runtimes():
-            settings = Settings(catalog, model="panns-cnn14", model_dir=model_dir, runtime=runtime)
+        for runtime in ("auto", "torch") if args.quick else args.runtimes or cpu_runtimes():
+            settings = Settings(catalog, model="panns-cnn14", model_dir=model_dir, runtime=runtime, hop_s=args.hop)
             with AudioSim(settings) as sim:
                 sim.index([tmp / "corpus"])
                 sim.search_file(queries[1.0])  # warm-up: weights, the ONNX session, the store's collection
@@ -84,6 +89,7 @@ def main(argv=None):
         "bench": "upload",
         "machine": machine(),
         "catalog_clips": args.clips,
+        "hop_s": args.hop or 1.0,
         "results": results,
         "quick": args.quick,
     }
