@@ -146,7 +146,7 @@ def cpu_runtimes() -> tuple[str, ...]:
     onnx = onnx_runtime.available()
     usable = {
         "bfloat16": packed.bfloat16_available(),
-        "float32": packed.float32_preferred(),  # elsewhere not auto's choice, and unmeasured
+        "float32": packed.float32_preferred(),  # elsewhere no faster than ONNX Runtime, or unmeasured
         "onnx": onnx,
         "int8": onnx,
         "torch": True,
