@@ -9,7 +9,8 @@ matrix products too (as audiosim runs it). Where the CPU has bfloat16 instructio
 bfloat16 twin too: torch's eager convolutions, batch norm and ReLU apart (as it ran first), against the batch norms
 folded in and oneDNN's packed, fused convolutions for every block (as it ran next), then the last block's
 convolutions, which see 2 mel bins, as one matrix product each, and then block 5's second convolution as four of
-256 outputs each (as audiosim runs it).
+256 outputs each (as audiosim runs it on AMX), and, on AVX-512 BF16 without AMX, blocks 4 and 5 by Winograd's
+F(2x2, 3x3) instead (as audiosim runs it there).
 
     .venv/bin/python bench/export.py
     .venv/bin/python bench/export.py --quick
@@ -108,11 +109,16 @@ def main(argv=None):
             session = onnx_runtime._session(optimised)
             # The feed counts: it is where scipy computes the STFT.
             runs[precision, variant] = lambda b, session=session, feed=feed: session.run(None, feed(b))
+        # audiosim's float32 twin gives every large block its own mapping (memory.map_large_blocks_apart, for a
+        # 2-hour file's peak): a setting of the whole process, which slowed every torch variant timed after it
+        # (on an EPYC Zen 5, the bfloat16 twin 183 ms a batch against 140, its Winograd blocks 240 against 119).
+        # Here the float32 twins leave malloc as it is, so the bfloat16 twins run as they do in audiosim.
+        heap = {"map_large_blocks_apart": lambda: None}
         runs["float32", "torch, packed and fused, block 5 convolved"] = _twin_with(
-            packed, copy.deepcopy(model), {"MATRIX_BINS": {"float32": ()}}, "float32"
+            packed, copy.deepcopy(model), {"MATRIX_BINS": {"float32": ()}, **heap}, "float32"
         )
-        runs["float32", "the same, block 5 as matrix products (audiosim's float32 twin)"] = packed.PackedCnn14(
-            copy.deepcopy(model), "float32"
+        runs["float32", "the same, block 5 as matrix products (audiosim's float32 twin)"] = _twin_with(
+            packed, copy.deepcopy(model), heap, "float32"
         )
         if packed.bfloat16_available():  # elsewhere torch's bfloat16 convolution is a slow reference loop
             runs["bfloat16", "eager: batch norm and ReLU apart"] = _eager_bfloat16(copy.deepcopy(model))
@@ -125,9 +131,11 @@ def main(argv=None):
             )
             last_block_product = _twin_with(packed, copy.deepcopy(model), whole)
             runs["bfloat16", "the same, last block one matrix product"] = last_block_product
-            runs["bfloat16", "the same, block 5's second convolution in pieces (audiosim)"] = packed.PackedCnn14(
-                copy.deepcopy(model)
-            )
+            pieces = "the same, block 5's second convolution in pieces (audiosim on AMX)"
+            runs["bfloat16", pieces] = _twin_with(packed, copy.deepcopy(model), {"WINOGRAD_BINS": {"bfloat16": ()}})
+            if not packed.amx_available():
+                winograd = "the same, blocks 4 and 5 by Winograd's F(2x2, 3x3) (audiosim on AVX-512 BF16)"
+                runs["bfloat16", winograd] = packed.PackedCnn14(copy.deepcopy(model))
         precisions = ("float32", "int8", "bfloat16")  # each precision's rows together, its baseline first
         runs = dict(sorted(runs.items(), key=lambda run: precisions.index(run[0][0])))
         times = {key: [] for key in runs}

@@ -279,8 +279,16 @@ def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_
     twin = packed.load_packed_cnn14(load_cnn14(panns_model_dir / PannsCnn14.checkpoint.filename), "bfloat16")
     assert twin is not None
     assert twin.packed == packed.bfloat16_available()  # oneDNN's packed, fused convolutions wherever they run fast
-    pieces = [len(weight) if isinstance(weight, tuple) else 1 for block in twin.blocks for _, weight, _ in block]
-    assert pieces == [1] * 9 + [4 if twin.packed else 1] + [1] * 2  # block 5's second: 1,024 outputs in 4
+    how = [layer[0] for block in twin.blocks for layer in block]
+    two_bins = [packed._convolve_two_bins_relu] * 2  # block 6, over its two bins
+    if not twin.packed:
+        assert how == [packed._convolve_eager_relu] * 10 + two_bins
+    elif packed.amx_available():  # block 5's second convolution in pieces: 1,024 outputs in 4
+        assert twin.winograd_bins == ()
+        assert how == [packed._convolve_packed_relu] * 9 + [packed._convolve_pieces_relu] + two_bins
+    else:  # AVX-512 BF16: blocks 4 and 5 by Winograd's F(2x2, 3x3)
+        assert twin.winograd_bins == (8, 4)
+        assert how == [packed._convolve_packed_relu] * 6 + [packed._convolve_winograd_relu] * 4 + two_bins
     embeddings, scores = twin(np.stack(windows))
     got = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     assert (np.sum(want.vectors * got, axis=1) > 0.995).all()
@@ -367,6 +375,34 @@ def test_the_bfloat16_last_block_as_one_matrix_product_is_the_3x3_convolution(fr
     assert got.is_contiguous(memory_format=torch.channels_last)  # what the head and the next product take
     assert torch.allclose(got.float(), want, atol=0.1, rtol=0.02)  # bfloat16's output rounding: 1 part in 256
     assert (want > 0.5).any() and (want == 0).any()  # the check sees both sides of the ReLU
+
+
+@pytest.mark.parametrize("frames, bins", [(1, 1), (2, 2), (1, 4), (12, 4), (25, 8), (7, 3), (50, 16)])
+def test_a_convolution_by_winograd_is_the_3x3_convolution(frames, bins):
+    """The bfloat16 twin runs blocks 4 and 5 by Winograd's F(2x2, 3x3) on AVX-512 BF16. In float32 its sums must be
+    the padded 3x3 convolution's to float32's rounding, at odd and even frames and bins, a tile's worth or less;
+    in bfloat16, within the error its rounded tiles add."""
+    from audiosim.embedders import packed
+
+    generator = torch.Generator().manual_seed(frames * 100 + bins)
+    weight = torch.randn(24, 16, 3, 3, generator=generator)
+    bias = torch.randn(24, generator=generator)
+    x = torch.randn(3, 16, frames, bins, generator=generator).contiguous(memory_format=torch.channels_last)
+    want = torch.relu(F.conv2d(x, weight, bias, padding=1))
+    got = packed._convolve_winograd_relu(x, packed._winograd_taps(weight, torch.float32), bias)
+    assert got.shape == want.shape
+    assert got.is_contiguous(memory_format=torch.channels_last)  # what the next convolution and the pool take
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    assert (want > 0.5).any() and (want == 0).any()  # the check sees both sides of the ReLU
+
+    rounded = x.to(torch.bfloat16)
+    want = torch.relu(F.conv2d(rounded.float(), weight, bias, padding=1))
+    got = packed._convolve_winograd_relu(
+        rounded, packed._winograd_taps(weight, torch.bfloat16), bias.to(torch.bfloat16)
+    )
+    assert got.dtype == torch.bfloat16
+    # Measured: 0.0045 of the output's norm on the twin's shapes, twice a direct bfloat16 convolution's.
+    assert (got.float() - want).norm() / want.norm() < 0.01
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float32"])

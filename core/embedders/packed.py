@@ -21,6 +21,9 @@ until then the default there (figures in bench/export.py's results).
 
 bench/ingest.py has the pipeline figures.
 
+On AVX-512 BF16 without AMX, blocks 4 and 5 are computed by Winograd's F(2x2, 3x3), 2.25 times fewer products
+(WINOGRAD_BINS): there oneDNN's convolutions already run at the units' peak, and fewer products were what was left.
+
 The front end stays float32: the log of a quiet sound's power needs float32's range and mantissa. Its STFT is
 computed in numpy and scipy, as for ONNX Runtime (cnn14_stft.py), the log-mel and its batch norm in torch. The
 convolutions, their batch norms folded in, and the dense layers run on channels-last tensors, the layout oneDNN
@@ -65,8 +68,12 @@ WINDOWS_AT_ONCE = {"bfloat16": None, "float32": 8}
 
 def bfloat16_available() -> bool:
     """Whether this CPU runs bfloat16 matrix products in hardware (AMX or AVX-512 BF16); elsewhere it is slower."""
-    flags = cpu_flags()
-    return {"amx_bf16", "amx_tile"} <= flags or "avx512_bf16" in flags
+    return amx_available() or "avx512_bf16" in cpu_flags()
+
+
+def amx_available() -> bool:
+    """Whether this CPU has AMX's bfloat16 tiles (Intel Xeon since Sapphire Rapids)."""
+    return {"amx_bf16", "amx_tile"} <= cpu_flags()
 
 
 def float32_preferred() -> bool:
@@ -98,6 +105,7 @@ class PackedCnn14:
         self.batches = 0  # network runs so far (a part of WINDOWS_AT_ONCE counts as one), for TRIM_EVERY
         fast = bfloat16_available() if precision == "bfloat16" else True
         self.packed = fast and _fused_convolution_available()
+        self.winograd_bins = WINOGRAD_BINS[precision] if self.packed and not amx_available() else ()
         self.blocks = []  # per block, its two convolutions: (how, weight, bias), run as how(x, weight, bias)
         frames, bins = WINDOW_FRAMES, MEL_BINS
         with torch.no_grad():
@@ -113,8 +121,9 @@ class PackedCnn14:
                 self.blocks.append(layers)
                 delattr(model, f"conv_block{i}")  # its batch norms: folded in above
                 frames, bins = frames // 2, bins // 2
-        model.fc1.to(self.dtype)
-        model.fc_audioset.to(self.dtype)
+        # The dense layers stay float32: 5 million products a window, under a millisecond for a batch. In bfloat16
+        # a batch of one window (oneDNN's matrix-vector kernel) rounded its embedding otherwise than the same
+        # window among others: up to 0.004 apart, where a window's vector should not depend on its batch.
         if precision == "float32":  # its large activations (WINDOWS_AT_ONCE), mapped apart from the heap
             map_large_blocks_apart()
 
@@ -127,6 +136,8 @@ class PackedCnn14:
             return (_convolve_two_bins_relu, *_two_bin_matrix(weight, bias, self.dtype))
         if bins in MATRIX_BINS[self.precision]:
             return (_convolve_patches_relu, *_patch_matrix(weight, bias, self.dtype))
+        if bins in self.winograd_bins:
+            return _convolve_winograd_relu, _winograd_taps(weight, self.dtype), bias.to(self.dtype)
         weight = weight.to(dtype=self.dtype, memory_format=torch.channels_last)
         bias = bias.to(self.dtype)
         if not self.packed:
@@ -153,7 +164,7 @@ class PackedCnn14:
                     x = how(x, weight, bias)
                 if i < len(self.blocks) - 1:  # Cnn14 pools after every block but the last
                     x = F.avg_pool2d(x, kernel_size=2)
-            embedding, scores = self.model.head(x)
+            embedding, scores = self.model.head(x.float())
             out = embedding.float().numpy(), scores.float().numpy()
         # torch's buffers for a batch are freed into the heap between the callers' long-lived outputs, and glibc
         # keeps the holes: measured, 1.4 MB more resident per batch (+0.6 GB over a 2-hour file). Trimming is
@@ -231,6 +242,61 @@ def _convolve_patches_relu(x, matrix, bias):
     taps = [rows[:, i : i + frames, j : j + bins] for i in range(3) for j in range(3)]
     out = F.relu_(F.linear(torch.cat(taps, dim=3).reshape(batch * frames * bins, 9 * channels), matrix, bias))
     return out.view(batch, frames, bins, -1).permute(0, 3, 1, 2)  # channels-last (batch, out, frames, bins)
+
+
+# Winograd's F(2x2, 3x3) (Lavin and Gray 2016) computes each 2x2 tile of outputs from its 4x4 tile of inputs in
+# 16 products a pair of channels instead of 36: 2.25 times fewer. On AVX-512 BF16, where oneDNN's convolution
+# already runs at the units' peak (an EPYC Zen 5), fewer products are the way left to fewer cycles, and they pay
+# where the transformed tiles stay small: blocks 4 and 5 (8 and 4 bins). On one core, a batch of 16 windows, per
+# block's two convolutions: block 4 42 -> 30 ms, block 5 52 -> 27 ms. In bench/ingest.py, a batch a core, the
+# best of each of three runs: the model alone 2.00-2.17 s for the corpus against 2.30-2.43 s convolved directly,
+# the pipeline 2.25-2.39 s against 2.55-2.62 (bench/results/ingest-winograd-zen5.json against
+# ingest-direct-zen5.json, run one after the other: 1.16 times the clips a second). Block 3 too (16 bins, 13 MB of transformed
+# tiles a batch) was faster alone on one core, but no faster with both cores indexing; blocks 1 and 2 were slower
+# (26-52 MB of tiles), and block 6 no faster than its two-bin product. The transformed tiles are rounded to
+# bfloat16, which doubles a convolution's own error (0.0045 of its output's norm against 0.0023), not the
+# network's: probe cosine 0.99778 against 0.99770 convolved directly, on the tests' calibrated model.
+# Not on AMX: unmeasured there, where oneDNN's convolution runs on the tiles. Not in float32, measured nowhere.
+WINOGRAD_BINS = {"bfloat16": (8, 4), "float32": ()}
+
+# F(2x2, 3x3)'s transforms: input tile (B^T d B), taps (G g G^T), products back to outputs (A^T m A).
+_INPUT_TRANSFORM = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+_TAP_TRANSFORM = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
+_OUTPUT_TRANSFORM = ((1, 1, 1, 0), (0, 1, -1, -1))
+
+
+def _winograd_taps(weight, dtype):
+    """A 3x3 convolution's (out, in, 3, 3) weights as Winograd's 16 (in, out) matrices, one per tile position."""
+    import torch
+
+    g = torch.tensor(_TAP_TRANSFORM, dtype=weight.dtype)
+    taps = torch.einsum("ak,oikl,bl->abio", g, weight, g)  # (4, 4, in, out)
+    return taps.reshape(16, weight.shape[1], weight.shape[0]).to(dtype).contiguous()
+
+
+def _convolve_winograd_relu(x, taps, bias):
+    """The 3x3 convolution (padding 1) and ReLU of a channels-last (batch, in, frames, bins) map by Winograd's
+    F(2x2, 3x3): the input's overlapping 4x4 tiles (stride 2) transformed, 16 matrix products, each tile's
+    products transformed back into its 2x2 outputs. Each transform is one matrix product over the tile's
+    positions: a pass over the tiles in oneDNN, where the same sums as 16 elementwise passes were slower."""
+    import torch
+    import torch.nn.functional as F
+
+    batch, channels, frames, bins = x.shape
+    down, across = (frames + 1) // 2, (bins + 1) // 2  # tiles
+    # One zero row and column before, and enough after for whole tiles: (batch, 2 down + 2, 2 across + 2, in).
+    rows = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 2 * across + 1 - bins, 1, 2 * down + 1 - frames))
+    s = rows.stride()
+    tiles = rows.as_strided((4, 4, batch, down, across, channels), (s[1], s[2], s[0], 2 * s[1], 2 * s[2], s[3]))
+    into = torch.tensor(_INPUT_TRANSFORM, dtype=x.dtype)
+    transformed = (torch.kron(into, into) @ tiles.reshape(16, -1)).view(16, -1, channels)
+    products = torch.bmm(transformed, taps)  # (16, tiles, out)
+    back = torch.tensor(_OUTPUT_TRANSFORM, dtype=x.dtype)
+    out = (torch.kron(back, back) @ products.view(16, -1)).view(2, 2, batch, down, across, -1)
+    out = out.permute(2, 3, 0, 4, 1, 5).reshape(batch, 2 * down, 2 * across, -1)[:, :frames, :bins]
+    # Adding the bias keeps its input's strides, which a map of a single tile's height or width leaves a view's.
+    out = F.relu_(out + bias).contiguous()
+    return out.permute(0, 3, 1, 2)  # channels-last (batch, out, frames, bins)
 
 
 def _two_bin_matrix(weight, bias, dtype):
