@@ -251,13 +251,20 @@ def _convolve_patches_relu(x, matrix, bias):
 # block's two convolutions: block 4 42 -> 30 ms, block 5 52 -> 27 ms. In bench/ingest.py, a batch a core, the
 # best of each of three runs: the model alone 2.00-2.17 s for the corpus against 2.30-2.43 s convolved directly,
 # the pipeline 2.25-2.39 s against 2.55-2.62 (bench/results/ingest-winograd-zen5.json against
-# ingest-direct-zen5.json, run one after the other: 1.16 times the clips a second). Block 3 too (16 bins, 13 MB of transformed
-# tiles a batch) was faster alone on one core, but no faster with both cores indexing; blocks 1 and 2 were slower
-# (26-52 MB of tiles), and block 6 no faster than its two-bin product. The transformed tiles are rounded to
-# bfloat16, which doubles a convolution's own error (0.0045 of its output's norm against 0.0023), not the
-# network's: probe cosine 0.99778 against 0.99770 convolved directly, on the tests' calibrated model.
+# ingest-direct-zen5.json, run one after the other: 1.16 times the clips a second). Block 3 too (16 bins, 13 MB
+# of transformed tiles a batch) was faster alone on one core, but no faster with both cores indexing; blocks 1
+# and 2 were slower (26-52 MB of tiles), block 6 no faster than its two-bin product. The transformed tiles are
+# rounded to bfloat16, which doubles a convolution's own error (0.0045 of its output's norm against 0.0023), not
+# the network's: probe cosine 0.99778 against 0.99770 convolved directly, on the tests' calibrated model.
 # Not on AMX: unmeasured there, where oneDNN's convolution runs on the tiles. Not in float32, measured nowhere.
 WINOGRAD_BINS = {"bfloat16": (8, 4), "float32": ()}
+
+# The tiles transformed at once, in whole windows: a batch of 16 windows at block 4 is 832 tiles, whose
+# transformed tiles and products came to 27 MB a core at once; indexing a 2-hour file then peaked at 1508 MB
+# (bench/all.py on an EPYC Zen 5). 128 tiles (block 4 two windows at a time, block 5 ten) peaked at 1436 MB, the
+# same as convolved directly in the same session, and indexed as fast (the pipeline 2.28 s for the ingest corpus;
+# 256 tiles: 1467 MB and 2.34 s).
+TILES_AT_ONCE = 128
 
 # F(2x2, 3x3)'s transforms: input tile (B^T d B), taps (G g G^T), products back to outputs (A^T m A).
 _INPUT_TRANSFORM = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
@@ -275,6 +282,17 @@ def _winograd_taps(weight, dtype):
 
 
 def _convolve_winograd_relu(x, taps, bias):
+    """_winograd_relu over as many windows at a time as make TILES_AT_ONCE tiles."""
+    import torch
+
+    batch, _, frames, bins = x.shape
+    at_once = max(1, TILES_AT_ONCE // (((frames + 1) // 2) * ((bins + 1) // 2)))
+    if batch <= at_once:
+        return _winograd_relu(x, taps, bias)
+    return torch.cat([_winograd_relu(x[i : i + at_once], taps, bias) for i in range(0, batch, at_once)])
+
+
+def _winograd_relu(x, taps, bias):
     """The 3x3 convolution (padding 1) and ReLU of a channels-last (batch, in, frames, bins) map by Winograd's
     F(2x2, 3x3): the input's overlapping 4x4 tiles (stride 2) transformed, 16 matrix products, each tile's
     products transformed back into its 2x2 outputs. Each transform is one matrix product over the tile's
