@@ -10,8 +10,8 @@ bfloat16, on CPUs with bfloat16 matrix instructions: AMX tiles (Intel Xeon since
     EPYC Zen 4, BF16:     bfloat16 0.30 s (0.31 s with block 5's second convolution whole, 0.37 s with the
                           last block convolved too, 0.50-0.54 s before the fold and packing), int8 0.20 s,
                           ONNX Runtime float32 0.71-0.75 s, torch 0.96 s
-    EPYC Zen 5, BF16:     bfloat16 0.15 s (full-width AVX-512: 450-540 GFLOPS a convolution on one core), int8
-                          about 0.10 s (from the ingest bench's ceiling)
+    EPYC Zen 5, BF16:     bfloat16 0.13-0.15 s (full-width AVX-512: 450-540 GFLOPS a convolution on one core;
+                          134 ms best with blocks 4 and 5 by Winograd, 149 ms convolved), int8 0.08 s
 
 Without either, torch falls back to a reference convolution, about 7 s a batch (EPYC Zen 3, AVX2).
 
@@ -26,8 +26,8 @@ On AVX-512 BF16 without AMX, blocks 4 and 5 are computed by Winograd's F(2x2, 3x
 
 The front end stays float32: the log of a quiet sound's power needs float32's range and mantissa. Its STFT is
 computed in numpy and scipy, as for ONNX Runtime (cnn14_stft.py), the log-mel and its batch norm in torch. The
-convolutions, their batch norms folded in, and the dense layers run on channels-last tensors, the layout oneDNN
-maps onto AMX and AVX-512.
+convolutions, their batch norms folded in, run on channels-last tensors, the layout oneDNN maps onto AMX and
+AVX-512; the dense layers after them in float32.
 bfloat16 keeps 8 bits of mantissa, so embeddings move a little; each twin is used only when, on the probe batch,
 it keeps the checkpoint's own float32 answers within its precision's ``AGREEMENT``.
 """
