@@ -34,6 +34,7 @@ it keeps the checkpoint's own float32 answers within its precision's ``AGREEMENT
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -165,7 +166,7 @@ class PackedCnn14:
                 if i < len(self.blocks) - 1:  # Cnn14 pools after every block but the last
                     x = F.avg_pool2d(x, kernel_size=2)
             embedding, scores = self.model.head(x.float())
-            out = embedding.float().numpy(), scores.float().numpy()
+            out = embedding.numpy(), scores.numpy()  # float32: the dense layers run in it
         # torch's buffers for a batch are freed into the heap between the callers' long-lived outputs, and glibc
         # keeps the holes: measured, 1.4 MB more resident per batch (+0.6 GB over a 2-hour file). Trimming is
         # 0.1 ms, but the next batch then faults its buffers' pages in afresh: trimmed after every batch, a batch
@@ -272,6 +273,16 @@ _TAP_TRANSFORM = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
 _OUTPUT_TRANSFORM = ((1, 1, 1, 0), (0, 1, -1, -1))
 
 
+@functools.cache
+def _tile_transforms(dtype):
+    """F(2x2, 3x3)'s transforms over a tile's 16 positions as matrices, made once per dtype: into (16, 16), from
+    the 4x4 input tile to its 16 transformed values, and back (4, 16), from the 16 products to the 2x2 outputs."""
+    import torch
+
+    into, back = (torch.tensor(transform, dtype=dtype) for transform in (_INPUT_TRANSFORM, _OUTPUT_TRANSFORM))
+    return torch.kron(into, into), torch.kron(back, back)
+
+
 def _winograd_taps(weight, dtype):
     """A 3x3 convolution's (out, in, 3, 3) weights as Winograd's 16 (in, out) matrices, one per tile position."""
     import torch
@@ -306,11 +317,10 @@ def _winograd_relu(x, taps, bias):
     rows = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 2 * across + 1 - bins, 1, 2 * down + 1 - frames))
     s = rows.stride()
     tiles = rows.as_strided((4, 4, batch, down, across, channels), (s[1], s[2], s[0], 2 * s[1], 2 * s[2], s[3]))
-    into = torch.tensor(_INPUT_TRANSFORM, dtype=x.dtype)
-    transformed = (torch.kron(into, into) @ tiles.reshape(16, -1)).view(16, -1, channels)
+    into, back = _tile_transforms(x.dtype)
+    transformed = (into @ tiles.reshape(16, -1)).view(16, -1, channels)
     products = torch.bmm(transformed, taps)  # (16, tiles, out)
-    back = torch.tensor(_OUTPUT_TRANSFORM, dtype=x.dtype)
-    out = (torch.kron(back, back) @ products.view(16, -1)).view(2, 2, batch, down, across, -1)
+    out = (back @ products.view(16, -1)).view(2, 2, batch, down, across, -1)
     out = out.permute(2, 3, 0, 4, 1, 5).reshape(batch, 2 * down, 2 * across, -1)[:, :frames, :bins]
     # Adding the bias keeps its input's strides, which a map of a single tile's height or width leaves a view's.
     out = F.relu_(out + bias).contiguous()
