@@ -9,8 +9,8 @@ matrix products too (as audiosim runs it). Where the CPU has bfloat16 instructio
 bfloat16 twin too: torch's eager convolutions, batch norm and ReLU apart (as it ran first), against the batch norms
 folded in and oneDNN's packed, fused convolutions for every block (as it ran next), then the last block's
 convolutions, which see 2 mel bins, as one matrix product each, and then block 5's second convolution as four of
-256 outputs each (as audiosim runs it on AMX), and, on AVX-512 BF16 without AMX, blocks 4 and 5 by Winograd's
-F(2x2, 3x3) instead (as audiosim runs it there).
+256 outputs each (as audiosim runs it on AMX), and blocks 4 and 5 by Winograd's F(2x2, 3x3) instead (as audiosim
+runs it on AVX-512 BF16 without AMX; timed on AMX too, where it is slower).
 
     .venv/bin/python bench/export.py
     .venv/bin/python bench/export.py --quick
@@ -72,13 +72,15 @@ def main(argv=None):
         pooled_by_convolution = _export_from_power(model, onnx_runtime)
     power = onnx_runtime.graph_input
     convolutions = ("Conv",)
-    variants = [  # (precision, variant, plain graph, its feed, what else stays float32, ops quantized)
-        ("float32", "STFT in the graph", from_waveform, waveform, (), ()),
-        ("float32", "STFT before the graph (audiosim)", from_power, power, (), ()),
-        ("int8", "STFT in the graph", from_waveform, waveform, STFT_CONVOLUTIONS, convolutions),
-        ("int8", "STFT before the graph", from_power, power, (), convolutions),
-        ("int8", "STFT before, narrow convolutions unpadded", unpadded, power, (), convolutions),
-        ("int8", "the same, activations 8-bit throughout", unpadded, power, (), int8.QUANTIZED_OPS),
+    # (precision, variant, plain graph, its feed, what else stays float32, ops quantized, optimised as): each
+    # optimised as audiosim optimises it, the last int8 graph leaving out onnx_runtime.OPTIMIZERS_LEFT_OUT.
+    variants = [
+        ("float32", "STFT in the graph", from_waveform, waveform, (), (), "float32"),
+        ("float32", "STFT before the graph (audiosim)", from_power, power, (), (), "float32"),
+        ("int8", "STFT in the graph", from_waveform, waveform, STFT_CONVOLUTIONS, convolutions, "float32"),
+        ("int8", "STFT before the graph", from_power, power, (), convolutions, "float32"),
+        ("int8", "STFT before, narrow convolutions unpadded", unpadded, power, (), convolutions, "float32"),
+        ("int8", "the same, activations 8-bit throughout", unpadded, power, (), int8.QUANTIZED_OPS, "float32"),
         (
             "int8",
             "the same, pools as depthwise convolutions",
@@ -86,14 +88,15 @@ def main(argv=None):
             power,
             (),
             int8.QUANTIZED_OPS,
+            "float32",
         ),
-        ("int8", UNBLOCKED, pooled_by_convolution, power, (), int8.QUANTIZED_OPS),
+        ("int8", UNBLOCKED, pooled_by_convolution, power, (), int8.QUANTIZED_OPS, "int8"),
     ]
     runs = {}  # (precision, variant) -> a batch's run
     # The last int8 graph and what it was quantized from: the next variant may differ only in how it is optimised.
     last_quantized = None, b""
     with tempfile.TemporaryDirectory() as scratch:
-        for precision, variant, plain, feed, also_float32, quantized_ops in variants:
+        for precision, variant, plain, feed, also_float32, quantized_ops, optimised_as in variants:
             graph = plain
             if precision == "int8":
                 key = id(plain), also_float32, quantized_ops
@@ -103,8 +106,6 @@ def main(argv=None):
                     last_quantized = key, Path(quantized).read_bytes()
                 graph = last_quantized[1]
             optimised = os.path.join(scratch, f"{len(runs)}.onnx")
-            # Optimised as audiosim optimises int8 (onnx_runtime.OPTIMIZERS_LEFT_OUT); the others by every optimiser.
-            optimised_as = "int8" if variant == UNBLOCKED else "float32"
             onnx_runtime._session(graph, 1, optimised_to=optimised, precision=optimised_as)
             session = onnx_runtime._session(optimised)
             # The feed counts: it is where scipy computes the STFT.
@@ -133,9 +134,9 @@ def main(argv=None):
             runs["bfloat16", "the same, last block one matrix product"] = last_block_product
             pieces = "the same, block 5's second convolution in pieces (audiosim on AMX)"
             runs["bfloat16", pieces] = _twin_with(packed, copy.deepcopy(model), {"WINOGRAD_BINS": {"bfloat16": ()}})
-            if not packed.amx_available():
-                winograd = "the same, blocks 4 and 5 by Winograd's F(2x2, 3x3) (audiosim on AVX-512 BF16)"
-                runs["bfloat16", winograd] = packed.PackedCnn14(copy.deepcopy(model))
+            # Timed on AMX too, where audiosim does not take it: slower there (packed.WINOGRAD_BINS).
+            winograd = "the same, blocks 4 and 5 by Winograd's F(2x2, 3x3) (audiosim on AVX-512 BF16)"
+            runs["bfloat16", winograd] = _twin_with(packed, copy.deepcopy(model), {"amx_available": lambda: False})
         precisions = ("float32", "int8", "bfloat16")  # each precision's rows together, its baseline first
         runs = dict(sorted(runs.items(), key=lambda run: precisions.index(run[0][0])))
         times = {key: [] for key in runs}

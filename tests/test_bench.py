@@ -168,12 +168,11 @@ def test_export_bench_times_each_export_choice_against_the_old_graph(tmp_path):
     rows = [(r["precision"], r["variant"]) for r in result["results"]]
     bfloat16 = bfloat16_available()  # its twin is timed only where the CPU runs it in hardware
     amx = amx_available()  # audiosim's bfloat16 twin there: block 5 in pieces; elsewhere blocks 4-5 by Winograd
-    winograd = bfloat16 and not amx
-    bfloat16_rows = ["bfloat16"] * (4 * bfloat16 + winograd)
+    bfloat16_rows = ["bfloat16"] * (5 * bfloat16)
     assert [precision for precision, _ in rows] == ["float32"] * 4 + ["int8"] * 6 + bfloat16_rows
     own = ("(audiosim)", "(audiosim's float32 twin)", "(audiosim on AMX)" if amx else "(audiosim on AVX-512 BF16)")
     audiosim_s = [variant.endswith(own) for _, variant in rows]
-    bfloat16_s = [False, False, False, amx] + [True] * winograd if bfloat16 else []
+    bfloat16_s = [False, False, False, amx, not amx] if bfloat16 else []
     assert audiosim_s == [False, True, False, True] + [False] * 5 + [True] + bfloat16_s
     assert all(r["best_ms"] > 0 and r["speedup_best"] > 0 for r in result["results"])
     baselines = [r["speedup_best"] for r in result["results"] if r["variant"].startswith(("STFT in", "eager"))]
