@@ -77,6 +77,12 @@ def amx_available() -> bool:
     return {"amx_bf16", "amx_tile"} <= cpu_flags()
 
 
+def winograd_preferred() -> bool:
+    """Whether blocks 4 and 5 run by Winograd's F(2x2, 3x3) (WINOGRAD_BINS): not on AMX, where oneDNN's
+    convolution runs on the tiles and the transforms cost more than the products they save."""
+    return not amx_available()
+
+
 def float32_preferred() -> bool:
     """Whether ``auto`` should take the float32 twin: a CPU with AVX-512 but no bfloat16 instructions, where it
     was measured faster than ONNX Runtime. On AVX2 alone (an EPYC family 23) it was no faster, 31.22 s against
@@ -106,7 +112,7 @@ class PackedCnn14:
         self.batches = 0  # network runs so far (a part of WINDOWS_AT_ONCE counts as one), for TRIM_EVERY
         fast = bfloat16_available() if precision == "bfloat16" else True
         self.packed = fast and _fused_convolution_available()
-        self.winograd_bins = WINOGRAD_BINS[precision] if self.packed and not amx_available() else ()
+        self.winograd_bins = WINOGRAD_BINS[precision] if self.packed and winograd_preferred() else ()
         self.blocks = []  # per block, its two convolutions: (how, weight, bias), run as how(x, weight, bias)
         frames, bins = WINDOW_FRAMES, MEL_BINS
         with torch.no_grad():
