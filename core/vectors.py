@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VectorStoreLocked, VectorStoreUnavailable
+from .memory import return_freed_memory
 from .mirror import Mirror
 from .settings import is_milvus_server
 
@@ -324,6 +325,8 @@ class VectorStore:
     def flush(self, name: str) -> None:
         self._call(self.client.flush, name)
         self._unflushed.pop(name, None)
+        if not self.is_server:
+            return_freed_memory()  # the Python objects Lite's flush made of every buffered value
 
     # -- reads ---------------------------------------------------------------------------------
     def search(
