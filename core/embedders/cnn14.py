@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cnn14_stft import HOP_SIZE, SAMPLE_RATE, WINDOW_SIZE
+from .cnn14_front import LogMel, PowerSpectrogram
+from .cnn14_stft import SAMPLE_RATE
 
 MEL_BINS, FMIN, FMAX, CLASSES = 64, 50, 14000, 527
 
@@ -74,30 +75,10 @@ class Cnn14(nn.Module):
         self.fc_audioset = nn.Linear(2048, CLASSES, bias=True)
 
     def _build_front_end(self):
-        # torchlibrosa is panns_inference's own front end; using it keeps the checkpoint keys identical. It fills
-        # its kernels in a way the meta device refuses, and they are small.
-        from torchlibrosa.stft import LogmelFilterBank, Spectrogram
-
-        self.spectrogram_extractor = Spectrogram(
-            n_fft=WINDOW_SIZE,
-            hop_length=HOP_SIZE,
-            win_length=WINDOW_SIZE,
-            window="hann",
-            center=True,
-            pad_mode="reflect",
-            freeze_parameters=True,
-        )
-        self.logmel_extractor = LogmelFilterBank(
-            sr=SAMPLE_RATE,
-            n_fft=WINDOW_SIZE,
-            n_mels=MEL_BINS,
-            fmin=FMIN,
-            fmax=FMAX,
-            ref=1.0,
-            amin=1e-10,
-            top_db=None,
-            freeze_parameters=True,
-        )
+        # Under torchlibrosa's names (panns_inference's front end), so the checkpoint's keys match. They are
+        # filled in numpy, which the meta device refuses, and they are small.
+        self.spectrogram_extractor = PowerSpectrogram()
+        self.logmel_extractor = LogMel(SAMPLE_RATE, MEL_BINS, FMIN, FMAX)
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples) at 32 kHz -> (2048-d embeddings, 527 AudioSet class probabilities)."""

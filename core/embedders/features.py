@@ -15,19 +15,51 @@ def mel_to_hz(mel):
     return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
 
 
+# Slaney's mel scale (librosa's default, which PANNs was trained with): linear to 1 kHz, logarithmic above.
+SLANEY_HZ_PER_MEL, SLANEY_LOG_FROM_HZ = 200.0 / 3, 1000.0
+SLANEY_LOG_STEP = np.log(6.4) / 27.0
+
+
+def hz_to_slaney_mel(hz):
+    hz = np.asarray(hz, dtype=np.float64)
+    log_from = SLANEY_LOG_FROM_HZ / SLANEY_HZ_PER_MEL
+    above = log_from + np.log(np.maximum(hz, SLANEY_LOG_FROM_HZ) / SLANEY_LOG_FROM_HZ) / SLANEY_LOG_STEP
+    return np.where(hz >= SLANEY_LOG_FROM_HZ, above, hz / SLANEY_HZ_PER_MEL)
+
+
+def slaney_mel_to_hz(mel):
+    mel = np.asarray(mel, dtype=np.float64)
+    log_from = SLANEY_LOG_FROM_HZ / SLANEY_HZ_PER_MEL
+    above = SLANEY_LOG_FROM_HZ * np.exp(SLANEY_LOG_STEP * (np.maximum(mel, log_from) - log_from))
+    return np.where(mel >= log_from, above, mel * SLANEY_HZ_PER_MEL)
+
+
 def mel_filterbank(
     sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
 ) -> np.ndarray:
     """HTK-scale triangular filters, each summing to one: shape (n_mels, n_fft // 2 + 1)."""
     fmax = fmax or sample_rate / 2
-    bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
     edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    weights = _triangles(edges, sample_rate, n_fft)
+    sums = weights.sum(axis=1, keepdims=True)
+    return (weights / np.where(sums > 0, sums, 1.0)).astype(np.float32)
+
+
+def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Slaney-scale triangular filters, each scaled to the same area (librosa.filters.mel's defaults):
+    shape (n_mels, n_fft // 2 + 1)."""
+    edges = slaney_mel_to_hz(np.linspace(hz_to_slaney_mel(fmin), hz_to_slaney_mel(fmax), n_mels + 2))
+    weights = _triangles(edges, sample_rate, n_fft)
+    return (weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
+
+
+def _triangles(edges: np.ndarray, sample_rate: int, n_fft: int) -> np.ndarray:
+    """Filter i rises from edges[i] to 1 at edges[i + 1] and falls to 0 at edges[i + 2], over the FFT's bins."""
+    bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (bins - lower) / np.maximum(centre - lower, 1e-9)
     falling = (upper - bins) / np.maximum(upper - centre, 1e-9)
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    sums = weights.sum(axis=1, keepdims=True)
-    return (weights / np.where(sums > 0, sums, 1.0)).astype(np.float32)
+    return np.maximum(0.0, np.minimum(rising, falling))
 
 
 def power_spectrogram(batch: np.ndarray, n_fft: int, hop: int) -> np.ndarray:

@@ -187,7 +187,7 @@ def load_cnn14(path):
 
         from .cnn14 import Cnn14
     except ImportError as e:
-        raise ModelNotAvailable(f"panns-cnn14 needs torch and torchlibrosa: {e}") from e
+        raise ModelNotAvailable(f"panns-cnn14 needs torch: {e}") from e
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
