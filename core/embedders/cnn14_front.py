@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cnn14_stft import HOP_SIZE, WINDOW_SIZE
-from .features import slaney_mel_filterbank
+from .features import periodic_hann, slaney_mel_filterbank
 
 BINS = WINDOW_SIZE // 2 + 1
 AMIN = 1e-10  # the power below which the log is cut off
@@ -26,10 +26,9 @@ class _Stft(nn.Module):
 
     def __init__(self):
         super().__init__()
-        samples = np.arange(WINDOW_SIZE)
-        window = 0.5 - 0.5 * np.cos(2 * np.pi * samples / WINDOW_SIZE)
+        window = periodic_hann(WINDOW_SIZE)
         # The product reduced modulo the window first: exact angles for every bin, however high.
-        angle = 2 * np.pi * (np.outer(np.arange(BINS), samples) % WINDOW_SIZE) / WINDOW_SIZE
+        angle = 2 * np.pi * (np.outer(np.arange(BINS), np.arange(WINDOW_SIZE)) % WINDOW_SIZE) / WINDOW_SIZE
         for name, basis in (("conv_real", np.cos(angle)), ("conv_imag", -np.sin(angle))):
             conv = nn.Conv1d(1, BINS, WINDOW_SIZE, stride=HOP_SIZE, bias=False)
             conv.weight = nn.Parameter(torch.from_numpy((basis * window)[:, None, :].astype(np.float32)), False)
