@@ -136,7 +136,8 @@ def main(argv=None):
             runs["bfloat16", pieces] = _twin_with(packed, copy.deepcopy(model), {"WINOGRAD_BINS": {"bfloat16": ()}})
             # Timed on AMX too, where audiosim does not take it: slower there (packed.winograd_preferred).
             winograd = "the same, blocks 4 and 5 by Winograd's F(2x2, 3x3) (audiosim on AVX-512 BF16)"
-            runs["bfloat16", winograd] = _twin_with(packed, copy.deepcopy(model), {"winograd_preferred": lambda: True})
+            preferred = {"winograd_preferred": lambda precision: True}
+            runs["bfloat16", winograd] = _twin_with(packed, copy.deepcopy(model), preferred)
         precisions = ("float32", "int8", "bfloat16")  # each precision's rows together, its baseline first
         runs = dict(sorted(runs.items(), key=lambda run: precisions.index(run[0][0])))
         times = {key: [] for key in runs}

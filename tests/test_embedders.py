@@ -354,7 +354,7 @@ def test_bfloat16_twin_answers_like_float32_and_auto_takes_it_where_the_cpu_has_
             PannsCnn14(model_dir=panns_model_dir, runtime="bfloat16").load()
 
 
-def test_float32_twin_answers_as_torch_does_and_auto_takes_it_on_avx512_without_bfloat16(panns_model_dir):
+def test_float32_twin_answers_as_torch_does_and_auto_takes_it_on_avx512_or_avx2_without_bfloat16(panns_model_dir):
     from audiosim.embedders import packed
 
     # More windows than it runs at once: each part's answers must come back in their windows' places.
@@ -365,13 +365,19 @@ def test_float32_twin_answers_as_torch_does_and_auto_takes_it_on_avx512_without_
     assert len(got.vectors) == len(windows)
     assert embedder.engine == "torch-float32" and embedder.load().packed
     how = [layer[0] for block in embedder.load().blocks for layer in block]
-    assert (
-        how
-        == [packed._convolve_packed_relu] * 8
-        + [packed._convolve_patches_relu] * 2
-        + [packed._convolve_two_bins_relu] * 2
-    )  # blocks 1-4 convolved, block 5 as patches, block 6 over its two bins
-    # float32 throughout: the same sums in another order (7.5e-5 apart at most, measured).
+    if packed.winograd_preferred("float32"):  # AVX2 without AVX-512: blocks 3-6 by Winograd's F(2x2, 3x3)
+        assert embedder.load().winograd_bins == (16, 8, 4, 2)
+        assert how == [packed._convolve_packed_relu] * 4 + [packed._convolve_winograd_relu] * 8
+    else:  # blocks 1-4 convolved, block 5 as patches, block 6 over its two bins
+        assert embedder.load().winograd_bins == ()
+        assert (
+            how
+            == [packed._convolve_packed_relu] * 8
+            + [packed._convolve_patches_relu] * 2
+            + [packed._convolve_two_bins_relu] * 2
+        )
+    # float32 throughout: the same sums in another order (scores 7.5e-5 apart at most, measured; 8.0e-5 with blocks
+    # 3-6 by Winograd, cosine 0.9999999).
     min_cosine, max_score_error = packed.AGREEMENT["float32"]
     assert (np.sum(want.vectors * got.vectors, axis=1) > min_cosine).all()
     assert np.abs(want.class_scores - got.class_scores).max() < max_score_error / 4
@@ -424,9 +430,10 @@ def test_the_bfloat16_last_block_as_one_matrix_product_is_the_3x3_convolution(fr
     assert (want > 0.5).any() and (want == 0).any()  # the check sees both sides of the ReLU
 
 
-@pytest.mark.parametrize("frames, bins", [(1, 1), (2, 2), (1, 4), (12, 4), (25, 8), (7, 3), (50, 16)])
+@pytest.mark.parametrize("frames, bins", [(1, 1), (2, 2), (1, 4), (12, 4), (25, 8), (7, 3), (50, 16), (6, 2)])
 def test_a_convolution_by_winograd_is_the_3x3_convolution(frames, bins):
-    """The bfloat16 twin runs blocks 4 and 5 by Winograd's F(2x2, 3x3) on AVX-512 BF16. In float32 its sums must be
+    """The bfloat16 twin runs blocks 4 and 5 by Winograd's F(2x2, 3x3) on AVX-512 BF16, the float32 twin blocks 3
+    to 6 on AVX2. In float32 its sums must be
     the padded 3x3 convolution's to float32's rounding, at odd and even frames and bins, a tile's worth or less,
     and whether the batch's windows are transformed all at once or a few at a time (TILES_AT_ONCE: 25 by 8 is 52
     tiles a window, 50 by 16 is 200); in bfloat16, within the error its rounded tiles add."""

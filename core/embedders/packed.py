@@ -15,14 +15,17 @@ bfloat16, on CPUs with bfloat16 matrix instructions: AMX tiles (Intel Xeon since
 
 Without either, torch falls back to a reference convolution, about 7 s a batch (EPYC Zen 3, AVX2).
 
-float32, on CPUs with AVX-512 but no bfloat16 instructions (Intel Skylake to Ice Lake Xeons): the same folding,
-packing and fusing, with no rounding beyond float32's. On a Xeon Cascade Lake it beat ONNX Runtime's float32,
-until then the default there (figures in bench/export.py's results).
+float32, on CPUs with AVX-512 or AVX2 but no bfloat16 instructions (Intel Skylake to Ice Lake Xeons, AMD Zen 1
+to 3, most laptops): the same folding, packing and fusing, with no rounding beyond float32's. On a Xeon Cascade
+Lake it beat ONNX Runtime's float32, until then the default there (figures in bench/export.py's results). On AVX2
+it beats it with blocks 3 to 6 by Winograd's F(2x2, 3x3) (WINOGRAD_BINS); an EPYC Zen 3, a batch of 16 windows
+on one core: 1.14-1.16 s against ONNX Runtime's 1.68-1.70 s (1.39-1.46 s convolved directly).
 
 bench/ingest.py has the pipeline figures.
 
 On AVX-512 BF16 without AMX, blocks 4 and 5 are computed by Winograd's F(2x2, 3x3), 2.25 times fewer products
 (WINOGRAD_BINS): there oneDNN's convolutions already run at the units' peak, and fewer products were what was left.
+The same holds for float32 on AVX2 (oneDNN's direct convolution of block 1 at about 81 GFLOPS on one Zen 3 core).
 
 The front end stays float32: the log of a quiet sound's power needs float32's range and mantissa. Its STFT is
 computed in numpy and scipy, as for ONNX Runtime (cnn14_stft.py), the log-mel and its batch norm in torch. The
@@ -77,18 +80,21 @@ def amx_available() -> bool:
     return {"amx_bf16", "amx_tile"} <= cpu_flags()
 
 
-def winograd_preferred() -> bool:
-    """Whether blocks 4 and 5 run by Winograd's F(2x2, 3x3) (WINOGRAD_BINS): not on AMX, where oneDNN's
-    convolution runs on the tiles and the transforms cost more than the products they save."""
-    return not amx_available()
+def winograd_preferred(precision: str) -> bool:
+    """Whether the ``precision`` twin runs WINOGRAD_BINS' blocks by Winograd's F(2x2, 3x3). bfloat16: not on AMX,
+    where oneDNN's convolution runs on the tiles and the transforms cost more than the products they save.
+    float32: on AVX2 without AVX-512, where it was measured; with AVX-512 (a Xeon Cascade Lake) not measured yet."""
+    if precision == "bfloat16":
+        return not amx_available()
+    return "avx512f" not in cpu_flags()
 
 
 def float32_preferred() -> bool:
-    """Whether ``auto`` should take the float32 twin: a CPU with AVX-512 but no bfloat16 instructions, where it
-    was measured faster than ONNX Runtime. On AVX2 alone (an EPYC family 23) it was no faster, 31.22 s against
-    31.23 s for the ingest bench's corpus, and ONNX Runtime stays: it indexed a 2-hour file in 1.06 GB, the twin
-    in 1.42 GB (Cascade Lake)."""
-    return "avx512f" in cpu_flags() and not bfloat16_available()
+    """Whether ``auto`` should take the float32 twin: a CPU with AVX-512 or AVX2 and FMA but no bfloat16
+    instructions, where it was measured faster than ONNX Runtime (on AVX2 with four blocks by Winograd: convolved
+    directly, on an EPYC family 23, it was no faster, 31.22 s against 31.23 s for the ingest bench's corpus)."""
+    flags = cpu_flags()
+    return ("avx512f" in flags or {"avx2", "fma"} <= flags) and not bfloat16_available()
 
 
 class PackedCnn14:
@@ -112,7 +118,7 @@ class PackedCnn14:
         self.batches = 0  # network runs so far (a part of WINDOWS_AT_ONCE counts as one), for TRIM_EVERY
         fast = bfloat16_available() if precision == "bfloat16" else True
         self.packed = fast and _fused_convolution_available()
-        self.winograd_bins = WINOGRAD_BINS[precision] if self.packed and winograd_preferred() else ()
+        self.winograd_bins = WINOGRAD_BINS[precision] if self.packed and winograd_preferred(precision) else ()
         self.blocks = []  # per block, its two convolutions: (how, weight, bias), run as how(x, weight, bias)
         frames, bins = WINDOW_FRAMES, MEL_BINS
         with torch.no_grad():
@@ -139,12 +145,12 @@ class PackedCnn14:
         import torch
 
         bins = shape[3]
+        if bins in self.winograd_bins:
+            return _convolve_winograd_relu, _winograd_taps(weight, self.dtype), bias.to(self.dtype)
         if bins == LAST_BLOCK_BINS:
             return (_convolve_two_bins_relu, *_two_bin_matrix(weight, bias, self.dtype))
         if bins in MATRIX_BINS[self.precision]:
             return (_convolve_patches_relu, *_patch_matrix(weight, bias, self.dtype))
-        if bins in self.winograd_bins:
-            return _convolve_winograd_relu, _winograd_taps(weight, self.dtype), bias.to(self.dtype)
         weight = weight.to(dtype=self.dtype, memory_format=torch.channels_last)
         bias = bias.to(self.dtype)
         if not self.packed:
@@ -265,8 +271,16 @@ def _convolve_patches_relu(x, matrix, bias):
 # the network's: probe cosine 0.99778 against 0.99770 convolved directly, on the tests' calibrated model.
 # Not on AMX, where oneDNN's convolution runs on the tiles: there the whole twin took 172 ms best (180 median) a
 # batch of 16 windows on one core with blocks 4 and 5 by Winograd, against 163 (167) convolved directly (12 turns
-# each, taking turns, on a Xeon with AMX). Not in float32, measured nowhere.
-WINOGRAD_BINS = {"bfloat16": (8, 4), "float32": ()}
+# each, taking turns, on a Xeon with AMX).
+# float32 on AVX2 (an EPYC Zen 3), one core, a batch of 16 windows, the best of 6 to 8 runs: the whole twin 1.39-1.46 s
+# convolved directly (block 5 as patches), 1.37 s with block 4 by Winograd, 1.21 s with blocks 4 and 5, 1.14-1.19 s
+# with blocks 3 to 5, 1.17 s with blocks 2 to 5, 1.28 s with blocks 1 to 5 (their 64 and 128 channels make the
+# transforms' share large); block 6 by Winograd 151 ms against 202 ms as its two-bin product (timed layer by layer),
+# about 1.5 times fewer products where its 2 bins make a tile's 4 columns half padding. In bench/ingest.py, a batch a
+# core: the pipeline 12.24 s for the corpus against ONNX Runtime's 15.58 s, the model alone 11.69 s against 15.10
+# (bench/results/ingest-zen3-winograd.json). With AVX-512 (a Xeon Cascade Lake) float32 is not measured by Winograd
+# yet, and stays convolved directly there (winograd_preferred).
+WINOGRAD_BINS = {"bfloat16": (8, 4), "float32": (16, 8, 4, 2)}
 
 # The tiles transformed at once, in whole windows: a batch of 16 windows at block 4 is 832 tiles, whose
 # transformed tiles and products came to 27 MB a core at once; indexing a 2-hour file then peaked at 1508 MB
