@@ -23,8 +23,8 @@ ENGINES = {
 
 def default_engine_here() -> str:
     """The engine `auto` takes here, which is what --quick runs Cnn14 on: bfloat16 where the CPU has AMX or
-    AVX-512 BF16 (the tests' checkpoint passes its probe), the float32 twin where it has AVX-512 without them,
-    else ONNX Runtime float32."""
+    AVX-512 BF16 (the tests' checkpoint passes its probe), the float32 twin where it has AVX-512 or AVX2 without
+    them, else ONNX Runtime float32."""
     from audiosim.embedders.panns import cpu_runtimes
 
     return ENGINES[cpu_runtimes()[0]]
@@ -132,6 +132,32 @@ def test_all_times_cnn14_on_the_engine_audiosim_picks_here_and_on_int8(monkeypat
     # torch eager is upload.py's baseline; ONNX float32 beside a torch twin is left to ingest.py run alone.
     default = "bfloat16" if bfloat16_available() else "float32" if float32_preferred() else "onnx"
     assert runtimes == [default, "int8"]
+
+
+def test_the_seed_loop_builds_and_loads_cnn14_as_the_seed_did(monkeypatch, panns_model_dir):
+    """The ingest bench's baseline pays what the seed paid for each file's model: torchlibrosa's front end (its
+    filters filled through librosa) and every layer initialised before the checkpoint is copied in. It once called
+    audiosim's own loader, and got faster with each of audiosim's changes to it. Its answers are audiosim's."""
+    import numpy as np
+    import torch
+    from torchlibrosa.stft import LogmelFilterBank, Spectrogram
+
+    from audiosim.embedders.panns import PannsCnn14, load_cnn14
+    from audiosim.synth import sound
+
+    monkeypatch.syspath_prepend(str(BENCH))  # bench/'s modules, for this test only
+    from ingest import seed_cnn14
+
+    checkpoint = panns_model_dir / PannsCnn14.checkpoint.filename
+    seed, ours = seed_cnn14(checkpoint), load_cnn14(checkpoint)
+    assert isinstance(seed.spectrogram_extractor, Spectrogram)
+    assert isinstance(seed.logmel_extractor, LogmelFilterBank)
+    assert not seed.training
+    clip = torch.from_numpy(sound("chirp", 3.0, seed=1)[None].astype(np.float32))
+    with torch.inference_mode():
+        (seed_embedding, seed_scores), (embedding, scores) = seed(clip), ours(clip)
+    assert torch.allclose(seed_embedding, embedding, rtol=1e-3, atol=1e-4 * float(embedding.abs().max()))
+    assert torch.allclose(seed_scores, scores, atol=1e-4)
 
 
 @pytest.mark.slow
