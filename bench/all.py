@@ -34,9 +34,9 @@ def steps(milvus: str | None) -> list[tuple[str, list[str]]]:
     from audiosim.embedders.panns import cpu_runtimes
 
     # Cnn14 on the engine audiosim picks on this CPU (bfloat16 where the CPU has it, float32 on oneDNN's packed
-    # kernels where it has AVX-512 without it, else ONNX float32) and on int8, the opt-in faster one. The engines
-    # it never picks here are timed by ingest.py on its own: torch eager, the GPU's engine, which upload.py also
-    # times in this run as its baseline (its pipeline and ceiling took 83 s of a 17-minute run on an EPYC Zen 4),
+    # kernels where it has AVX-512 or AVX2 without it, else ONNX float32) and on int8, the opt-in faster one. The
+    # engines it never picks here are timed by ingest.py on its own: torch eager, the GPU's engine, which upload.py
+    # also times in this run as its baseline (its pipeline and ceiling took 83 s of a 17-minute run on an EPYC Zen 4),
     # and ONNX float32 beside a torch twin (71 s of a 16.4-minute run there).
     usable = cpu_runtimes()
     chosen = [usable[0]] + ["int8"] * ("int8" in usable)

@@ -5,7 +5,8 @@ activations kept 8-bit between the convolutions (int8.QUANTIZED_OPS) instead of 
 then each 2x2 average pool as a depthwise convolution (onnx_runtime.INT8_BLOCKS), then block 1's float32
 convolution left out of ONNX Runtime's blocked layout (onnx_runtime.OPTIMIZERS_LEFT_OUT). In float32 also torch on
 oneDNN's packed, fused convolutions (packed.PackedCnn14): every block but the last convolved, against block 5 as
-matrix products too (as audiosim runs it). Where the CPU has bfloat16 instructions (AMX, AVX-512 BF16), the
+matrix products too (as audiosim runs it with AVX-512), and blocks 3 to 5 by Winograd's F(2x2, 3x3) (as audiosim
+runs it on AVX2 without AVX-512). Where the CPU has bfloat16 instructions (AMX, AVX-512 BF16), the
 bfloat16 twin too: torch's eager convolutions, batch norm and ReLU apart (as it ran first), against the batch norms
 folded in and oneDNN's packed, fused convolutions for every block (as it ran next), then the last block's
 convolutions, which see 2 mel bins, as one matrix product each, and then block 5's second convolution as four of
@@ -115,11 +116,16 @@ def main(argv=None):
         # (on an EPYC Zen 5, the bfloat16 twin 183 ms a batch against 140, its Winograd blocks 240 against 119).
         # Here the float32 twins leave malloc as it is, so the bfloat16 twins run as they do in audiosim.
         heap = {"map_large_blocks_apart": lambda: None}
+        direct = {"winograd_preferred": lambda precision: False, **heap}
         runs["float32", "torch, packed and fused, block 5 convolved"] = _twin_with(
-            packed, copy.deepcopy(model), {"MATRIX_BINS": {"float32": ()}, **heap}, "float32"
+            packed, copy.deepcopy(model), {"MATRIX_BINS": {"float32": ()}, **direct}, "float32"
         )
-        runs["float32", "the same, block 5 as matrix products (audiosim's float32 twin)"] = _twin_with(
-            packed, copy.deepcopy(model), heap, "float32"
+        runs["float32", "the same, block 5 as matrix products (audiosim's float32 twin with AVX-512)"] = _twin_with(
+            packed, copy.deepcopy(model), direct, "float32"
+        )
+        # Timed with AVX-512 too, where audiosim does not take it yet (packed.winograd_preferred).
+        runs["float32", "the same, blocks 3 to 5 by Winograd's F(2x2, 3x3) (audiosim's float32 twin on AVX2)"] = (
+            _twin_with(packed, copy.deepcopy(model), {"winograd_preferred": lambda precision: True, **heap}, "float32")
         )
         if packed.bfloat16_available():  # elsewhere torch's bfloat16 convolution is a slow reference loop
             runs["bfloat16", "eager: batch norm and ReLU apart"] = _eager_bfloat16(copy.deepcopy(model))

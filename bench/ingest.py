@@ -12,9 +12,9 @@ windows, already decoded and resampled, in batches: the pipeline's upper bound, 
 Each measurement runs --repeat times (3) and the fastest run counts, the same rule for every line and the
 seed loop: this 2-core machine is shared, and one batch of Cnn14 varies by a third from run to run.
 Speed does not depend on the weights, so a random-weight Cnn14 measures PANNs honestly. Cnn14 is measured on
-every engine: bfloat16 (the CPU default where the CPU has AMX or AVX-512 BF16), float32 on oneDNN's packed kernels (the
-default where it has AVX-512 without them), ONNX Runtime (the default elsewhere), int8 and torch eager; --quick, a
-pipeline check, runs it on the CPU default alone.
+every engine: bfloat16 (the CPU default where the CPU has AMX or AVX-512 BF16), float32 on oneDNN's packed
+kernels (the default where it has AVX-512 or AVX2 without them), ONNX Runtime (the default elsewhere), int8 and
+torch eager; --quick, a pipeline check, runs it on the CPU default alone.
 
 "seed loop" is the project's starting point, measured on the same files in the same run: per file,
 librosa.load at 32 kHz, a freshly built and loaded Cnn14 (built as the seed built it, see seed_cnn14), one

@@ -7,10 +7,10 @@
 The catalog holds --clips generated sounds indexed with the same model. Each query length is timed --repeats
 times through ``AudioSim.search_file`` (what the Datasette upload route and ``audiosim search`` call), on each
 Cnn14 engine in the same run: bfloat16 (the CPU default where the CPU has AMX or AVX-512 BF16), float32 on
-oneDNN's packed kernels (the default where it has AVX-512 without them), ONNX Runtime (the default elsewhere) and
-int8 against torch eager; --quick, the CPU default against torch eager. A query is cut into windows at its
-catalog's hop, so --hop (audiosim index --hop) sets how many windows a query runs through the model: 9 for 10 s at
-the default 1 s, 5 at 2 s.
+oneDNN's packed kernels (the default where it has AVX-512 or AVX2 without them), ONNX Runtime (the default
+elsewhere) and int8 against torch eager; --quick, the CPU default against torch eager. A query is cut into
+windows at its catalog's hop, so --hop (audiosim index --hop) sets how many windows a query runs through the
+model: 9 for 10 s at the default 1 s, 5 at 2 s.
 """
 
 from __future__ import annotations

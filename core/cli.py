@@ -68,8 +68,8 @@ def store_options(fn):
             default="auto",
             show_default=True,
             help="Engine for neural models: auto = torch on a GPU; on CPU bfloat16 where it has AMX or AVX-512 "
-            "BF16, float32 (torch on oneDNN's packed kernels) where it has AVX-512 without them, else ONNX Runtime; "
-            "int8 = ONNX Runtime with 8-bit convolutions (faster, checked looser; only when asked for)",
+            "BF16, float32 (torch on oneDNN's packed kernels) where it has AVX-512 or AVX2 without them, else ONNX "
+            "Runtime; int8 = ONNX Runtime with 8-bit convolutions (faster, checked looser; only when asked for)",
         ),
     ]
     for option in reversed(options):

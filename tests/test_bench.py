@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from audiosim.embedders.packed import amx_available, bfloat16_available, float32_preferred
+from audiosim.embedders.packed import amx_available, bfloat16_available, float32_preferred, winograd_preferred
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 ENGINES = {
@@ -195,11 +195,13 @@ def test_export_bench_times_each_export_choice_against_the_old_graph(tmp_path):
     bfloat16 = bfloat16_available()  # its twin is timed only where the CPU runs it in hardware
     amx = amx_available()  # audiosim's bfloat16 twin there: block 5 in pieces; elsewhere blocks 4-5 by Winograd
     bfloat16_rows = ["bfloat16"] * (5 * bfloat16)
-    assert [precision for precision, _ in rows] == ["float32"] * 4 + ["int8"] * 6 + bfloat16_rows
-    own = ("(audiosim)", "(audiosim's float32 twin)", "(audiosim on AMX)" if amx else "(audiosim on AVX-512 BF16)")
+    assert [precision for precision, _ in rows] == ["float32"] * 5 + ["int8"] * 6 + bfloat16_rows
+    winograd = winograd_preferred("float32")  # audiosim's float32 twin on AVX2; with AVX-512, block 5 as patches
+    float32_twin = "(audiosim's float32 twin on AVX2)" if winograd else "(audiosim's float32 twin with AVX-512)"
+    own = ("(audiosim)", float32_twin, "(audiosim on AMX)" if amx else "(audiosim on AVX-512 BF16)")
     audiosim_s = [variant.endswith(own) for _, variant in rows]
     bfloat16_s = [False, False, False, amx, not amx] if bfloat16 else []
-    assert audiosim_s == [False, True, False, True] + [False] * 5 + [True] + bfloat16_s
+    assert audiosim_s == [False, True, False, not winograd, winograd] + [False] * 5 + [True] + bfloat16_s
     assert all(r["best_ms"] > 0 and r["speedup_best"] > 0 for r in result["results"])
     baselines = [r["speedup_best"] for r in result["results"] if r["variant"].startswith(("STFT in", "eager"))]
     assert baselines == [1.0, 1.0] + [1.0] * bfloat16

@@ -365,9 +365,14 @@ def test_float32_twin_answers_as_torch_does_and_auto_takes_it_on_avx512_or_avx2_
     assert len(got.vectors) == len(windows)
     assert embedder.engine == "torch-float32" and embedder.load().packed
     how = [layer[0] for block in embedder.load().blocks for layer in block]
-    if packed.winograd_preferred("float32"):  # AVX2 without AVX-512: blocks 3-6 by Winograd's F(2x2, 3x3)
-        assert embedder.load().winograd_bins == (16, 8, 4, 2)
-        assert how == [packed._convolve_packed_relu] * 4 + [packed._convolve_winograd_relu] * 8
+    if packed.winograd_preferred("float32"):  # AVX2 without AVX-512: blocks 3-5 by Winograd's F(2x2, 3x3)
+        assert embedder.load().winograd_bins == (16, 8, 4)
+        assert (
+            how
+            == [packed._convolve_packed_relu] * 4
+            + [packed._convolve_winograd_relu] * 6
+            + [packed._convolve_two_bins_relu] * 2
+        )
     else:  # blocks 1-4 convolved, block 5 as patches, block 6 over its two bins
         assert embedder.load().winograd_bins == ()
         assert (
@@ -377,7 +382,7 @@ def test_float32_twin_answers_as_torch_does_and_auto_takes_it_on_avx512_or_avx2_
             + [packed._convolve_two_bins_relu] * 2
         )
     # float32 throughout: the same sums in another order (scores 7.5e-5 apart at most, measured; 8.0e-5 with blocks
-    # 3-6 by Winograd, cosine 0.9999999).
+    # 3-5 by Winograd, cosine 0.9999999).
     min_cosine, max_score_error = packed.AGREEMENT["float32"]
     assert (np.sum(want.vectors * got.vectors, axis=1) > min_cosine).all()
     assert np.abs(want.class_scores - got.class_scores).max() < max_score_error / 4
@@ -433,7 +438,7 @@ def test_the_bfloat16_last_block_as_one_matrix_product_is_the_3x3_convolution(fr
 @pytest.mark.parametrize("frames, bins", [(1, 1), (2, 2), (1, 4), (12, 4), (25, 8), (7, 3), (50, 16), (6, 2)])
 def test_a_convolution_by_winograd_is_the_3x3_convolution(frames, bins):
     """The bfloat16 twin runs blocks 4 and 5 by Winograd's F(2x2, 3x3) on AVX-512 BF16, the float32 twin blocks 3
-    to 6 on AVX2. In float32 its sums must be
+    to 5 on AVX2. In float32 its sums must be
     the padded 3x3 convolution's to float32's rounding, at odd and even frames and bins, a tile's worth or less,
     and whether the batch's windows are transformed all at once or a few at a time (TILES_AT_ONCE: 25 by 8 is 52
     tiles a window, 50 by 16 is 200); in bfloat16, within the error its rounded tiles add."""

@@ -18,8 +18,8 @@ Without either, torch falls back to a reference convolution, about 7 s a batch (
 float32, on CPUs with AVX-512 or AVX2 but no bfloat16 instructions (Intel Skylake to Ice Lake Xeons, AMD Zen 1
 to 3, most laptops): the same folding, packing and fusing, with no rounding beyond float32's. On a Xeon Cascade
 Lake it beat ONNX Runtime's float32, until then the default there (figures in bench/export.py's results). On AVX2
-it beats it with blocks 3 to 6 by Winograd's F(2x2, 3x3) (WINOGRAD_BINS); an EPYC Zen 3, a batch of 16 windows
-on one core: 1.14-1.16 s against ONNX Runtime's 1.68-1.70 s (1.39-1.46 s convolved directly).
+it beats it with blocks 3 to 5 by Winograd's F(2x2, 3x3) (WINOGRAD_BINS); an EPYC Zen 3, a batch of 16 windows
+on one core: 1.16 s against ONNX Runtime's 1.68-1.70 s (1.39-1.46 s convolved directly).
 
 bench/ingest.py has the pipeline figures.
 
@@ -275,12 +275,14 @@ def _convolve_patches_relu(x, matrix, bias):
 # float32 on AVX2 (an EPYC Zen 3), one core, a batch of 16 windows, the best of 6 to 8 runs: the whole twin 1.39-1.46 s
 # convolved directly (block 5 as patches), 1.37 s with block 4 by Winograd, 1.21 s with blocks 4 and 5, 1.14-1.19 s
 # with blocks 3 to 5, 1.17 s with blocks 2 to 5, 1.28 s with blocks 1 to 5 (their 64 and 128 channels make the
-# transforms' share large); block 6 by Winograd 151 ms against 202 ms as its two-bin product (timed layer by layer),
-# about 1.5 times fewer products where its 2 bins make a tile's 4 columns half padding. In bench/ingest.py, a batch a
-# core: the pipeline 12.24 s for the corpus against ONNX Runtime's 15.58 s, the model alone 11.69 s against 15.10
-# (bench/results/ingest-zen3-winograd.json). With AVX-512 (a Xeon Cascade Lake) float32 is not measured by Winograd
-# yet, and stays convolved directly there (winograd_preferred).
-WINOGRAD_BINS = {"bfloat16": (8, 4), "float32": (16, 8, 4, 2)}
+# transforms' share large). Block 6 stays its two-bin product: by Winograd it took 151 ms against 202 (timed layer by
+# layer) but the whole twin no less (1.14 s best, 1.23 median, either way), and its 16 taps a pair of channels,
+# against the product's 12, are 100 MB more in float32: a 2-hour file peaked at 1495 MB with it, 1361 without. In
+# bench/ingest.py, a batch a core: the pipeline 13.06 s for the corpus against ONNX Runtime's 16.86 s, the model
+# alone 12.77 s against 16.02 (bench/results/ingest-zen3-float32.json). With AVX-512
+# (a Xeon Cascade Lake) float32 is not measured by Winograd yet, and stays convolved directly there
+# (winograd_preferred).
+WINOGRAD_BINS = {"bfloat16": (8, 4), "float32": (16, 8, 4)}
 
 # The tiles transformed at once, in whole windows: a batch of 16 windows at block 4 is 832 tiles, whose
 # transformed tiles and products came to 27 MB a core at once; indexing a 2-hour file then peaked at 1508 MB

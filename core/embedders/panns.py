@@ -46,8 +46,8 @@ class PannsCnn14(Embedder):
 
     def _fast_twin(self):
         """On CPU, a twin runs Cnn14 faster than torch eager: bfloat16 where the CPU has AMX or AVX-512 BF16, float32
-        on oneDNN's packed kernels where it has AVX-512 without them, else ONNX Runtime (in int8 only when asked
-        for). On a GPU torch stays."""
+        on oneDNN's packed kernels where it has AVX-512 or AVX2 without them, else ONNX Runtime (in int8 only when
+        asked for). On a GPU torch stays."""
         if self.runtime == "torch" or (self.runtime == "auto" and _has_gpu()):
             return None
         if self.runtime == "int8":
