@@ -91,8 +91,9 @@ def winograd_preferred(precision: str) -> bool:
 
 def float32_preferred() -> bool:
     """Whether ``auto`` should take the float32 twin: a CPU with AVX-512 or AVX2 and FMA but no bfloat16
-    instructions, where it was measured faster than ONNX Runtime (on AVX2 with four blocks by Winograd: convolved
-    directly, on an EPYC family 23, it was no faster, 31.22 s against 31.23 s for the ingest bench's corpus)."""
+    instructions, where it was measured faster than ONNX Runtime (on AVX2, an EPYC Zen 3, with blocks 3 to 5 by
+    Winograd; convolved directly, on an EPYC family 23, it was no faster, 31.22 s against 31.23 s for the ingest
+    bench's corpus)."""
     flags = cpu_flags()
     return ("avx512f" in flags or {"avx2", "fma"} <= flags) and not bfloat16_available()
 
