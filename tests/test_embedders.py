@@ -438,10 +438,10 @@ def test_the_bfloat16_last_block_as_one_matrix_product_is_the_3x3_convolution(fr
 @pytest.mark.parametrize("frames, bins", [(1, 1), (2, 2), (1, 4), (12, 4), (25, 8), (7, 3), (50, 16), (6, 2)])
 def test_a_convolution_by_winograd_is_the_3x3_convolution(frames, bins):
     """The bfloat16 twin runs blocks 4 and 5 by Winograd's F(2x2, 3x3) on AVX-512 BF16, the float32 twin blocks 3
-    to 5 on AVX2. In float32 its sums must be
-    the padded 3x3 convolution's to float32's rounding, at odd and even frames and bins, a tile's worth or less,
-    and whether the batch's windows are transformed all at once or a few at a time (TILES_AT_ONCE: 25 by 8 is 52
-    tiles a window, 50 by 16 is 200); in bfloat16, within the error its rounded tiles add."""
+    to 5 on AVX2. In float32 its sums must be the padded 3x3 convolution's to float32's rounding, at odd and even
+    frames and bins, a tile's worth or less, and whether the batch's windows are transformed all at once or a few
+    at a time (TILES_AT_ONCE: 25 by 8 is 52 tiles a window, 50 by 16 is 200); in bfloat16, within the error its
+    rounded tiles add."""
     from audiosim.embedders import packed
 
     generator = torch.Generator().manual_seed(frames * 100 + bins)
