@@ -280,9 +280,8 @@ def _convolve_patches_relu(x, matrix, bias):
 # layer) but the whole twin no less (1.14 s best, 1.23 median, either way), and its 16 taps a pair of channels,
 # against the product's 12, are 100 MB more in float32: a 2-hour file peaked at 1495 MB with it, 1361 without. In
 # bench/ingest.py, a batch a core: the pipeline 13.06 s for the corpus against ONNX Runtime's 16.86 s, the model
-# alone 12.77 s against 16.02 (bench/results/ingest-zen3-float32.json). With AVX-512
-# (a Xeon Cascade Lake) float32 is not measured by Winograd yet, and stays convolved directly there
-# (winograd_preferred).
+# alone 12.77 s against 16.02 (bench/results/ingest-zen3-float32.json). With AVX-512 (a Xeon Cascade Lake)
+# float32 is not measured by Winograd yet, and stays convolved directly there (winograd_preferred).
 WINOGRAD_BINS = {"bfloat16": (8, 4), "float32": (16, 8, 4)}
 
 # The tiles transformed at once, in whole windows: a batch of 16 windows at block 4 is 832 tiles, whose
